@@ -1,0 +1,542 @@
+//! The local durable write: where data is won or lost.
+//!
+//! A file lands in four steps, and only a [`Landed`] value, which nothing
+//! but [`Partial::commit`] can make, lets the pass delete the remote copy:
+//!
+//! 1. bytes go to a hidden temporary file in the target folder, named after
+//!    the remote file *and* its size and mtime, so a later pass resumes it
+//!    only when the remote file is unchanged;
+//! 2. the byte count is checked against the remote size, the file is fsynced;
+//! 3. it is renamed into place without ever replacing an existing file
+//!    (`renameat2(RENAME_NOREPLACE)`, or `link` where the filesystem lacks
+//!    it): a same-named file with identical content counts as already landed
+//!    (a rerun after a crash between rename and remote delete), a different
+//!    one is kept and ours lands beside it as `<stem>.conflict-N.<ext>`;
+//! 4. the folder is fsynced, so the rename itself survives a power cut.
+//!
+//! Names come from a remote server we do not trust: [`is_plain_name`] is the
+//! gate every name passes before it is joined to a local path, so no name can
+//! leave its folder (`Path::join` with an absolute path replaces the base).
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::fcntl::{RenameFlags, renameat2};
+use sha2::{Digest, Sha256};
+
+use crate::error::Disposition;
+
+/// Longest file name Linux filesystems accept.
+const NAME_MAX: usize = 255;
+/// Conflict names tried before giving up on a file.
+const MAX_CONFLICTS: u32 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LandingError {
+    #[error("local disk full while {op} {path:?}: free space in the data directory, then rerun; the remote copy is kept")]
+    DiskFull { op: &'static str, path: PathBuf },
+    #[error("local I/O error while {op} {path:?}: {source}; the remote copy is kept")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{path:?} has {got} bytes but the remote file has {expected}; not landed")]
+    Incomplete {
+        path: PathBuf,
+        expected: u64,
+        got: u64,
+    },
+    #[error("{MAX_CONFLICTS} different files named like {path:?} already exist; not landed")]
+    NoFreeName { path: PathBuf },
+}
+
+impl LandingError {
+    fn io(op: &'static str, path: &Path, source: io::Error) -> LandingError {
+        if source.raw_os_error() == Some(libc_enospc()) || source.kind() == io::ErrorKind::StorageFull {
+            LandingError::DiskFull {
+                op,
+                path: path.to_path_buf(),
+            }
+        } else {
+            LandingError::Io {
+                op,
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    }
+
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            LandingError::DiskFull { .. } | LandingError::Io { .. } => Disposition::StopIntersection,
+            LandingError::Incomplete { .. } | LandingError::NoFreeName { .. } => Disposition::SkipFile,
+        }
+    }
+}
+
+fn libc_enospc() -> i32 {
+    Errno::ENOSPC as i32
+}
+
+/// Whether a remote name may become a local file or folder name: one
+/// non-empty path component, not `.`/`..`, no `/`, no control characters,
+/// not hidden (names starting with `.` are ours: temporary files), and short
+/// enough to fit next to our temporary names.
+pub fn is_plain_name(name: &OsStr) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= NAME_MAX
+        && bytes[0] != b'.'
+        && !bytes.iter().any(|&b| b == b'/' || b < 0x20 || b == 0x7f)
+}
+
+/// The remote file a partial download belongs to: if either changes, the
+/// partial is not resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub size: u64,
+    pub mtime: u64,
+}
+
+/// Proof that a file's local copy is complete and durable. Only
+/// [`Partial::commit`] makes one; the pass's delete path takes one.
+#[derive(Debug)]
+#[must_use = "a Landed file is what allows the remote copy to be deleted"]
+pub struct Landed {
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// An identical file was already there (a rerun after a crash).
+    pub already_present: bool,
+}
+
+/// The folders one intersection lands into, each created durably once and
+/// listed once for leftover partial downloads.
+#[derive(Default)]
+pub struct Lander {
+    /// Per folder: names of `.…part` files found there, not yet accounted for.
+    folders: HashMap<PathBuf, HashSet<OsString>>,
+}
+
+impl Lander {
+    pub fn new() -> Lander {
+        Lander::default()
+    }
+
+    /// Starts (or resumes) the download of `name` into `dir`.
+    pub fn open(&mut self, dir: &Path, name: &OsStr, id: Identity) -> Result<Partial, LandingError> {
+        debug_assert!(is_plain_name(name));
+        let partials = self.folder(dir)?;
+        let temp_name = temp_name(name, id);
+        // A partial of an earlier version of this file can never be resumed.
+        let prefix = temp_prefix(name);
+        let stale: Vec<OsString> = partials
+            .iter()
+            .filter(|p| p.as_bytes().starts_with(&prefix) && **p != temp_name)
+            .cloned()
+            .collect();
+        for p in stale {
+            let _ = fs::remove_file(dir.join(&p));
+            partials.remove(&p);
+        }
+        partials.remove(&temp_name);
+
+        let temp = dir.join(&temp_name);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o640)
+            .open(&temp)
+            .map_err(|e| LandingError::io("creating", &temp, e))?;
+        let mut have = file
+            .metadata()
+            .map_err(|e| LandingError::io("inspecting", &temp, e))?
+            .len();
+        if have > id.size {
+            file.set_len(0).map_err(|e| LandingError::io("truncating", &temp, e))?;
+            have = 0;
+        }
+        file.seek(SeekFrom::Start(have))
+            .map_err(|e| LandingError::io("seeking", &temp, e))?;
+        Ok(Partial {
+            file,
+            dir: dir.to_path_buf(),
+            name: name.to_os_string(),
+            temp,
+            written: have,
+            resumed_from: have,
+            id,
+        })
+    }
+
+    fn folder(&mut self, dir: &Path) -> Result<&mut HashSet<OsString>, LandingError> {
+        if !self.folders.contains_key(dir) {
+            create_dir_durably(dir)?;
+            let mut partials = HashSet::new();
+            let listing = fs::read_dir(dir).map_err(|e| LandingError::io("listing", dir, e))?;
+            for entry in listing.flatten() {
+                let n = entry.file_name();
+                if n.as_bytes().starts_with(b".") && n.as_bytes().ends_with(b".part") {
+                    partials.insert(n);
+                }
+            }
+            self.folders.insert(dir.to_path_buf(), partials);
+        }
+        // Inserted just above when missing.
+        self.folders
+            .get_mut(dir)
+            .ok_or_else(|| LandingError::io("listing", dir, io::Error::other("folder cache")))
+    }
+}
+
+fn temp_prefix(name: &OsStr) -> Vec<u8> {
+    let bytes = name.as_bytes();
+    let mut out = vec![b'.'];
+    // Room for ".", ".<size>-<mtime>.part" (at most 47 bytes).
+    if bytes.len() + 48 <= NAME_MAX {
+        out.extend_from_slice(bytes);
+    } else {
+        let digest = Sha256::digest(bytes);
+        out.push(b'~');
+        for b in &digest[..16] {
+            out.extend_from_slice(format!("{b:02x}").as_bytes());
+        }
+    }
+    out.push(b'.');
+    out
+}
+
+fn temp_name(name: &OsStr, id: Identity) -> OsString {
+    let mut out = temp_prefix(name);
+    out.extend_from_slice(format!("{}-{}.part", id.size, id.mtime).as_bytes());
+    OsString::from_vec(out)
+}
+
+/// A download in progress into its temporary file.
+pub struct Partial {
+    file: File,
+    dir: PathBuf,
+    name: OsString,
+    temp: PathBuf,
+    written: u64,
+    resumed_from: u64,
+    id: Identity,
+}
+
+impl Partial {
+    /// Bytes already in the temporary file: where the download resumes.
+    pub fn offset(&self) -> u64 {
+        self.written
+    }
+
+    /// Bytes that an earlier pass had already fetched.
+    pub fn resumed_from(&self) -> u64 {
+        self.resumed_from
+    }
+
+    pub fn write(&mut self, buf: &[u8]) -> Result<(), LandingError> {
+        self.file
+            .write_all(buf)
+            .map_err(|e| LandingError::io("writing", &self.temp, e))?;
+        self.written += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Throws the partial away (the remote file changed under us).
+    pub fn discard(self) {
+        let _ = fs::remove_file(&self.temp);
+    }
+
+    /// Verifies, fsyncs and renames the file into place; see the module docs.
+    pub fn commit(self) -> Result<Landed, LandingError> {
+        if self.written != self.id.size {
+            let err = LandingError::Incomplete {
+                path: self.temp.clone(),
+                expected: self.id.size,
+                got: self.written,
+            };
+            self.discard();
+            return Err(err);
+        }
+        let mtime = UNIX_EPOCH + Duration::from_secs(self.id.mtime);
+        // Cosmetic (rsync -t style); a filesystem that refuses it loses nothing.
+        let _ = self.file.set_modified(mtime);
+        self.file
+            .sync_all()
+            .map_err(|e| LandingError::io("fsyncing", &self.temp, e))?;
+        let dir_handle = File::open(&self.dir).map_err(|e| LandingError::io("opening folder", &self.dir, e))?;
+        for n in 0..MAX_CONFLICTS {
+            let candidate = conflict_name(&self.name, n);
+            let target = self.dir.join(&candidate);
+            match place_no_replace(&dir_handle, &self.temp, &target) {
+                Ok(()) => {
+                    dir_handle
+                        .sync_all()
+                        .map_err(|e| LandingError::io("fsyncing folder", &self.dir, e))?;
+                    return Ok(Landed {
+                        path: target,
+                        bytes: self.written,
+                        already_present: false,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if same_content(&self.temp, &target).map_err(|e| LandingError::io("comparing with", &target, e))? {
+                        fs::remove_file(&self.temp).map_err(|e| LandingError::io("removing", &self.temp, e))?;
+                        // The existing copy may be from a crashed pass that
+                        // never fsynced its folder; make sure it is durable
+                        // before the caller deletes the remote copy.
+                        File::open(&target)
+                            .and_then(|f| f.sync_all())
+                            .map_err(|e| LandingError::io("fsyncing", &target, e))?;
+                        dir_handle
+                            .sync_all()
+                            .map_err(|e| LandingError::io("fsyncing folder", &self.dir, e))?;
+                        return Ok(Landed {
+                            path: target,
+                            bytes: self.written,
+                            already_present: true,
+                        });
+                    }
+                }
+                Err(e) => return Err(LandingError::io("renaming into", &target, e)),
+            }
+        }
+        let path = self.dir.join(&self.name);
+        self.discard();
+        Err(LandingError::NoFreeName { path })
+    }
+}
+
+/// `name`, then `stem.conflict-1.ext`, `stem.conflict-2.ext`, …
+pub fn conflict_name(name: &OsStr, n: u32) -> OsString {
+    if n == 0 {
+        return name.to_os_string();
+    }
+    let bytes = name.as_bytes();
+    let (stem, ext) = match bytes.iter().rposition(|&b| b == b'.') {
+        Some(i) if i > 0 => (&bytes[..i], &bytes[i..]),
+        _ => (bytes, &b""[..]),
+    };
+    let mut out = stem.to_vec();
+    out.extend_from_slice(format!(".conflict-{n}").as_bytes());
+    out.extend_from_slice(ext);
+    OsString::from_vec(out)
+}
+
+/// Renames `from` to `to` unless `to` exists (`AlreadyExists` then).
+fn place_no_replace(dir: &File, from: &Path, to: &Path) -> io::Result<()> {
+    match renameat2(dir, from, dir, to, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(Errno::EEXIST) => Err(io::ErrorKind::AlreadyExists.into()),
+        // The filesystem has no RENAME_NOREPLACE: link(2) never replaces either.
+        Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
+            fs::hard_link(from, to)?;
+            fs::remove_file(from)
+        }
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
+    let (mut fa, mut fb) = (File::open(a)?, File::open(b)?);
+    if fa.metadata()?.len() != fb.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = read_full(&mut fa, &mut ba)?;
+        let m = read_full(&mut fb, &mut bb)?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read(&mut buf[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
+}
+
+/// Creates `dir` and any missing parents, fsyncing each parent that gained
+/// an entry, so a new folder survives a power cut together with its files.
+pub fn create_dir_durably(dir: &Path) -> Result<(), LandingError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_durably(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(LandingError::io("creating folder", dir, e)),
+    }
+    if let Some(parent) = dir.parent() {
+        File::open(parent)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| LandingError::io("fsyncing folder", parent, e))?;
+    }
+    Ok(())
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem of `path`.
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    let st = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
+    Ok(st.blocks_available().saturating_mul(st.fragment_size()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(s: &str) -> &OsStr {
+        OsStr::new(s)
+    }
+
+    #[test]
+    fn plain_names_only() {
+        for good in ["a.csv", "X_spatLog_1_2.csv", "with space", "ü.csv", "a..b"] {
+            assert!(is_plain_name(os(good)), "{good}");
+        }
+        let long = "a".repeat(256);
+        for bad in ["", ".", "..", "...", ".hidden", "a/b", "/abs", "a\nb", "a\rb", "tab\t", "del\u{7f}", long.as_str()] {
+            assert!(!is_plain_name(os(bad)), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn conflict_names_are_predictable() {
+        assert_eq!(conflict_name(os("a.csv"), 0), "a.csv");
+        assert_eq!(conflict_name(os("a.csv"), 1), "a.conflict-1.csv");
+        assert_eq!(conflict_name(os("a.b.zip"), 2), "a.b.conflict-2.zip");
+        assert_eq!(conflict_name(os("noext"), 3), "noext.conflict-3");
+    }
+
+    #[test]
+    fn temp_names_are_hidden_bounded_and_identity_bound() {
+        let id = Identity { size: 10, mtime: 20 };
+        let t = temp_name(os("a.csv"), id);
+        assert_eq!(t, ".a.csv.10-20.part");
+        let long = "x".repeat(255);
+        let t = temp_name(os(&long), Identity { size: u64::MAX, mtime: u64::MAX });
+        assert!(t.len() <= NAME_MAX, "{}", t.len());
+        assert!(t.as_bytes().starts_with(b".~"));
+        assert_ne!(temp_name(os("a.csv"), Identity { size: 10, mtime: 21 }), temp_name(os("a.csv"), id));
+    }
+
+    fn land(lander: &mut Lander, dir: &Path, name: &str, data: &[u8], mtime: u64) -> Result<Landed, LandingError> {
+        let mut p = lander.open(dir, os(name), Identity { size: data.len() as u64, mtime })?;
+        let off = p.offset() as usize;
+        p.write(&data[off..])?;
+        p.commit()
+    }
+
+    #[test]
+    fn lands_creates_folders_and_keeps_nothing_visible_but_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ix/spat");
+        let mut l = Lander::new();
+        let landed = land(&mut l, &dir, "f.csv", b"hello", 1_700_000_000).unwrap();
+        assert!(!landed.already_present);
+        assert_eq!(fs::read(dir.join("f.csv")).unwrap(), b"hello");
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![OsString::from("f.csv")]);
+        let mtime = fs::metadata(dir.join("f.csv")).unwrap().modified().unwrap();
+        assert_eq!(mtime, UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    }
+
+    #[test]
+    fn identical_existing_file_counts_as_landed_and_different_one_is_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        fs::write(dir.join("f.csv"), b"same").unwrap();
+        let mut l = Lander::new();
+        let r = land(&mut l, &dir, "f.csv", b"same", 1).unwrap();
+        assert!(r.already_present);
+        assert_eq!(r.path, dir.join("f.csv"));
+
+        let r = land(&mut l, &dir, "f.csv", b"other", 1).unwrap();
+        assert!(!r.already_present);
+        assert_eq!(r.path, dir.join("f.conflict-1.csv"));
+        assert_eq!(fs::read(dir.join("f.csv")).unwrap(), b"same");
+        assert_eq!(fs::read(dir.join("f.conflict-1.csv")).unwrap(), b"other");
+
+        // A rerun of the conflicting file finds its earlier copy.
+        let r = land(&mut l, &dir, "f.csv", b"other", 1).unwrap();
+        assert!(r.already_present);
+        assert_eq!(r.path, dir.join("f.conflict-1.csv"));
+        // A third version goes to the next free name.
+        let r = land(&mut l, &dir, "f.csv", b"third", 1).unwrap();
+        assert_eq!(r.path, dir.join("f.conflict-2.csv"));
+    }
+
+    #[test]
+    fn same_size_different_content_is_a_conflict() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("f"), b"aaaa").unwrap();
+        let r = land(&mut Lander::new(), tmp.path(), "f", b"aaab", 1).unwrap();
+        assert_eq!(r.path, tmp.path().join("f.conflict-1"));
+    }
+
+    #[test]
+    fn resumes_an_unchanged_file_and_restarts_a_changed_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let id = Identity { size: 6, mtime: 5 };
+        let mut p = Lander::new().open(dir, os("f"), id).unwrap();
+        p.write(b"abc").unwrap();
+        drop(p); // interrupted
+
+        let mut l = Lander::new();
+        let mut p = l.open(dir, os("f"), id).unwrap();
+        assert_eq!(p.offset(), 3);
+        assert_eq!(p.resumed_from(), 3);
+        p.write(b"def").unwrap();
+        p.commit().unwrap();
+        assert_eq!(fs::read(dir.join("f")).unwrap(), b"abcdef");
+
+        // Changed remote (other mtime): the old partial is not used and is removed.
+        let mut p = Lander::new().open(dir, os("g"), id).unwrap();
+        p.write(b"abc").unwrap();
+        drop(p);
+        let p = Lander::new().open(dir, os("g"), Identity { size: 6, mtime: 6 }).unwrap();
+        assert_eq!(p.offset(), 0);
+        assert!(!dir.join(".g.6-5.part").exists());
+    }
+
+    #[test]
+    fn short_file_is_not_landed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut p = Lander::new().open(tmp.path(), os("f"), Identity { size: 6, mtime: 1 }).unwrap();
+        p.write(b"abc").unwrap();
+        let err = p.commit().unwrap_err();
+        assert!(matches!(err, LandingError::Incomplete { expected: 6, got: 3, .. }));
+        assert!(!tmp.path().join("f").exists());
+        assert_eq!(err.disposition(), Disposition::SkipFile);
+    }
+
+    #[test]
+    fn enospc_is_disk_full() {
+        let e = LandingError::io("writing", Path::new("/x"), io::Error::from_raw_os_error(libc_enospc()));
+        assert!(matches!(e, LandingError::DiskFull { .. }));
+        assert_eq!(e.disposition(), Disposition::StopIntersection);
+    }
+}

@@ -1,0 +1,33 @@
+//! v2x-data-sftp-client: pulls closed MMITSS V2X archives from roadside
+//! coprocessors over SFTP, lands them durably, and only then deletes them.
+//!
+//! Data flow of one pass (each arrow a plain function call, nothing reaches
+//! back up):
+//!
+//! ```text
+//! config ──> pass ──> intersection ──> file ──> landing ──> report
+//! ```
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`cli`] | the command-line definition |
+//! | [`config`] | the TOML schema, defaults, validation with file/key/line, the legacy JSON import |
+//! | [`known_hosts`] | OpenSSH known_hosts parsing and matching |
+//! | [`remote`] | one SSH/SFTP session: timeouts, host-key check before auth, listing, reading, removal |
+//! | [`classify`] | file name → element |
+//! | [`landing`] | the local durable write and the rules that decide when a remote file may go |
+//! | [`pass`] | workers, ordering, retries, cancellation, the per-intersection outcome |
+//! | [`report`] | the run summary: JSON state file and the `status` table |
+//! | [`logging`] | where log records go |
+
+pub mod classify;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod known_hosts;
+pub mod landing;
+pub mod logging;
+pub mod pass;
+pub mod remote;
+pub mod report;
+pub mod secret;

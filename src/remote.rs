@@ -1,0 +1,415 @@
+//! One SSH/SFTP session to one coprocessor.
+//!
+//! The order of [`connect`] is the security argument: TCP with a connect
+//! timeout, the SSH handshake restricted to the host-key types known_hosts
+//! lists for this `host:port` (libssh2 would otherwise negotiate a type we
+//! cannot check), the host key checked with OpenSSH's rules, and only then
+//! authentication. No password or key signature ever reaches an unverified
+//! host.
+//!
+//! Every blocking libssh2 call is bounded by `io_timeout`
+//! (`Session::set_timeout`). A peer that trickles one byte per timeout
+//! defeats that, so [`Remote::interrupter`] hands out a clone of the socket
+//! that a watchdog can shut down at the intersection's deadline or on a hard
+//! stop; every call then fails at once.
+//!
+//! Remote names are kept as raw bytes ([`Entry::name`]); whether a name is
+//! safe to use is decided by the caller ([`crate::landing::is_plain_name`]).
+
+use std::ffi::OsString;
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ssh2::{ErrorCode, FileStat, HostKeyType, MethodType, Session, Sftp};
+
+use crate::config::{Auth, Intersection, Transfer};
+use crate::error::Disposition;
+use crate::known_hosts::{self, KnownHosts, Verdict};
+
+/// libssh2's "no more entries" from `readdir`.
+const LIBSSH2_ERROR_FILE: i32 = -16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("cannot resolve host {host:?}: {source}")]
+    Resolve { host: String, source: io::Error },
+    #[error("cannot connect to {addr}: {source} (is the coprocessor up and reachable on this port?)")]
+    Connect { addr: String, source: io::Error },
+    #[error("SSH handshake with {addr} failed: {source}")]
+    Handshake { addr: String, source: ssh2::Error },
+    #[error("{0}")]
+    HostKey(String),
+    #[error(
+        "authentication as {user:?} on {addr} failed: {detail} (check the intersection's username and credentials)"
+    )]
+    Auth {
+        user: String,
+        addr: String,
+        detail: String,
+    },
+    #[error("cannot read {path}: {source} (check its owner and mode)")]
+    SecretFile { path: PathBuf, source: io::Error },
+    #[error("SFTP {op} {path:?}: {source}")]
+    Sftp {
+        op: &'static str,
+        path: PathBuf,
+        source: ssh2::Error,
+    },
+    #[error("reading {path:?}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+}
+
+impl RemoteError {
+    /// What this error means for the pass; see [`crate::error`].
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            RemoteError::Resolve { .. }
+            | RemoteError::Connect { .. }
+            | RemoteError::Handshake { .. }
+            | RemoteError::Read { .. } => Disposition::Reconnect,
+            RemoteError::HostKey(_) | RemoteError::Auth { .. } | RemoteError::SecretFile { .. } => {
+                Disposition::StopIntersection
+            }
+            RemoteError::Sftp { source, .. } => match source.code() {
+                // The server answered with a status about this path: the
+                // session is fine, the file is not.
+                ErrorCode::SFTP(_) => Disposition::SkipFile,
+                ErrorCode::Session(_) => Disposition::Reconnect,
+            },
+        }
+    }
+}
+
+/// What a listing entry is. Only `File` and `Dir` are ever acted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// One entry of a remote folder, as the server's `lstat` describes it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Raw bytes of the name, unvalidated.
+    pub name: OsString,
+    pub kind: Kind,
+    pub size: u64,
+    /// Seconds since the epoch (SFTP v3 has whole seconds).
+    pub mtime: u64,
+}
+
+impl Entry {
+    fn from_stat(name: OsString, stat: &FileStat) -> Entry {
+        let kind = match stat.perm.map(|p| p & 0o170000) {
+            Some(0o100000) => Kind::File,
+            Some(0o040000) => Kind::Dir,
+            Some(0o120000) => Kind::Symlink,
+            _ => Kind::Other,
+        };
+        Entry {
+            name,
+            kind,
+            size: stat.size.unwrap_or(0),
+            mtime: stat.mtime.unwrap_or(0),
+        }
+    }
+}
+
+/// An authenticated SFTP session.
+pub struct Remote {
+    // Field order matters for drop: the SFTP channel closes before the session.
+    sftp: Sftp,
+    _session: Session,
+    socket: TcpStream,
+}
+
+/// Shuts a session's socket down from another thread, so that whatever call
+/// is blocked in libssh2 returns at once.
+#[derive(Debug)]
+pub struct Interrupter(TcpStream);
+
+impl Interrupter {
+    pub fn interrupt(&self) {
+        let _ = self.0.shutdown(Shutdown::Both);
+    }
+}
+
+/// Connects, checks the host key, authenticates and opens SFTP.
+pub fn connect(
+    ix: &Intersection,
+    known: &KnownHosts,
+    transfer: &Transfer,
+    on_socket: &dyn Fn(Interrupter),
+) -> Result<Remote, RemoteError> {
+    let display = display_addr(&ix.host, ix.port);
+    let socket = tcp_connect(&ix.host, ix.port, transfer.connect_timeout)?;
+    // Registered before the handshake: a server that accepts TCP and then
+    // says nothing must be interruptible too.
+    if let Ok(clone) = socket.try_clone() {
+        on_socket(Interrupter(clone));
+    }
+    let _ = socket.set_nodelay(true);
+    let handshake_err = |source| RemoteError::Handshake {
+        addr: display.clone(),
+        source,
+    };
+    let mut session = Session::new().map_err(handshake_err)?;
+    session.set_timeout(millis(transfer.connect_timeout));
+    session.set_compress(ix.compression);
+    let known_types = known.key_types_for(&ix.host, ix.port);
+    if let Some(algorithms) = known_hosts::host_key_algorithms(&known_types) {
+        session
+            .method_pref(MethodType::HostKey, &algorithms)
+            .map_err(handshake_err)?;
+    }
+    let socket_for_session = socket.try_clone().map_err(|source| RemoteError::Connect {
+        addr: display.clone(),
+        source,
+    })?;
+    session.set_tcp_stream(socket_for_session);
+    session.handshake().map_err(handshake_err)?;
+
+    verify_host_key(&session, known, ix, &display)?;
+    authenticate(&session, ix, &display)?;
+
+    session.set_timeout(millis(transfer.io_timeout));
+    let sftp = session.sftp().map_err(|source| RemoteError::Sftp {
+        op: "start",
+        path: PathBuf::from("(subsystem)"),
+        source,
+    })?;
+    Ok(Remote {
+        sftp,
+        _session: session,
+        socket,
+    })
+}
+
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
+}
+
+fn display_addr(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, RemoteError> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|source| RemoteError::Resolve {
+            host: host.to_string(),
+            source,
+        })?
+        .collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for addr in &addrs {
+        match TcpStream::connect_timeout(addr, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(RemoteError::Connect {
+        addr: display_addr(host, port),
+        source: last,
+    })
+}
+
+/// The name known_hosts uses for a libssh2 host-key type.
+fn key_type_name(t: HostKeyType) -> &'static str {
+    match t {
+        HostKeyType::Rsa => "ssh-rsa",
+        HostKeyType::Dss => "ssh-dss",
+        HostKeyType::Ecdsa256 => "ecdsa-sha2-nistp256",
+        HostKeyType::Ecdsa384 => "ecdsa-sha2-nistp384",
+        HostKeyType::Ecdsa521 => "ecdsa-sha2-nistp521",
+        HostKeyType::Ed25519 => "ssh-ed25519",
+        HostKeyType::Unknown => "unknown",
+    }
+}
+
+fn verify_host_key(
+    session: &Session,
+    known: &KnownHosts,
+    ix: &Intersection,
+    display: &str,
+) -> Result<(), RemoteError> {
+    let Some((blob, kind)) = session.host_key() else {
+        return Err(RemoteError::HostKey(format!(
+            "{display} presented no host key; refusing to authenticate"
+        )));
+    };
+    let key_type = key_type_name(kind);
+    let fingerprint = known_hosts::fingerprint_sha256(blob);
+    let line = known_hosts::known_hosts_line(&ix.host, ix.port, key_type, blob);
+    match known.check(&ix.host, ix.port, key_type, blob) {
+        Verdict::Match => Ok(()),
+        Verdict::Unknown => Err(RemoteError::HostKey(format!(
+            "host key of {display} is not in the known_hosts file: it offered {key_type} {fingerprint}. \
+             If that is the coprocessor's key (compare with `ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub` on it), \
+             trust it by adding this line to the known_hosts file: {line}"
+        ))),
+        Verdict::Mismatch { known_types } => Err(RemoteError::HostKey(format!(
+            "HOST KEY OF {display} HAS CHANGED: it offered {key_type} {fingerprint}, which does not match the \
+             known_hosts entry ({}). This may be a man-in-the-middle attack, or the coprocessor was reinstalled. \
+             Nothing was sent to it. If the change is expected, replace the old entry with: {line}",
+            known_types.join(", ")
+        ))),
+        Verdict::Revoked => Err(RemoteError::HostKey(format!(
+            "host key of {display} ({key_type} {fingerprint}) is marked @revoked in the known_hosts file; refusing to connect"
+        ))),
+    }
+}
+
+fn authenticate(session: &Session, ix: &Intersection, display: &str) -> Result<(), RemoteError> {
+    let auth_err = |detail: String| RemoteError::Auth {
+        user: ix.username.clone(),
+        addr: display.to_string(),
+        detail,
+    };
+    // libssh2 messages name the method, never the secret.
+    let result = match &ix.auth {
+        Auth::Password(secret) => session.userauth_password(&ix.username, secret.expose()),
+        Auth::PasswordFile(path) => {
+            let password = read_secret_file(path)?;
+            session.userauth_password(&ix.username, &password)
+        }
+        Auth::PrivateKey {
+            path,
+            passphrase_file,
+        } => {
+            let passphrase = passphrase_file.as_deref().map(read_secret_file).transpose()?;
+            session.userauth_pubkey_file(&ix.username, None, path, passphrase.as_deref())
+        }
+    };
+    result.map_err(|e| auth_err(e.message().to_string()))?;
+    if !session.authenticated() {
+        return Err(auth_err("the server did not accept the credentials".into()));
+    }
+    Ok(())
+}
+
+/// A password or passphrase file's first line, without its line ending.
+fn read_secret_file(path: &Path) -> Result<String, RemoteError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RemoteError::SecretFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+impl Remote {
+    pub fn interrupter(&self) -> io::Result<Interrupter> {
+        Ok(Interrupter(self.socket.try_clone()?))
+    }
+
+    /// Every entry of `dir` but `.` and `..`, with lstat attributes (OpenSSH's
+    /// sftp-server does not follow symlinks in READDIR).
+    pub fn list(&self, dir: &Path) -> Result<Vec<Entry>, RemoteError> {
+        let sftp_err = |op, source| RemoteError::Sftp {
+            op,
+            path: dir.to_path_buf(),
+            source,
+        };
+        let mut handle = self.sftp.opendir(dir).map_err(|e| sftp_err("opendir", e))?;
+        let mut entries = Vec::new();
+        loop {
+            match handle.readdir() {
+                Ok((name, stat)) => {
+                    let name = name.into_os_string();
+                    if name == "." || name == ".." {
+                        continue;
+                    }
+                    entries.push(Entry::from_stat(name, &stat));
+                }
+                Err(e) if e.code() == ErrorCode::Session(LIBSSH2_ERROR_FILE) => break,
+                Err(e) => return Err(sftp_err("readdir", e)),
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Attributes of `path` itself (a symlink is reported as one).
+    pub fn lstat(&self, path: &Path) -> Result<Entry, RemoteError> {
+        let stat = self.sftp.lstat(path).map_err(|source| RemoteError::Sftp {
+            op: "lstat",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Entry::from_stat(OsString::new(), &stat))
+    }
+
+    /// Opens `path` for reading from `offset`.
+    pub fn open_at(&self, path: &Path, offset: u64) -> Result<RemoteFile, RemoteError> {
+        let mut file = self.sftp.open(path).map_err(|source| RemoteError::Sftp {
+            op: "open",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if offset > 0 {
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset)).map_err(|source| {
+                RemoteError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
+        }
+        Ok(RemoteFile {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Removes a remote file. Called only by the pass's delete path, after
+    /// the local copy is durable.
+    pub fn remove_file(&self, path: &Path) -> Result<(), RemoteError> {
+        self.sftp.unlink(path).map_err(|source| RemoteError::Sftp {
+            op: "remove",
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Removes an empty remote folder (the server refuses a non-empty one).
+    pub fn remove_dir(&self, path: &Path) -> Result<(), RemoteError> {
+        self.sftp.rmdir(path).map_err(|source| RemoteError::Sftp {
+            op: "rmdir",
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// An open remote file.
+pub struct RemoteFile {
+    file: ssh2::File,
+    path: PathBuf,
+}
+
+impl RemoteFile {
+    /// Reads into `buf`; 0 means end of file.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, RemoteError> {
+        self.file.read(buf).map_err(|source| RemoteError::Read {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Attributes through the open handle, to see whether the file changed
+    /// while it was read.
+    pub fn fstat(&mut self) -> Result<Entry, RemoteError> {
+        let stat = self.file.stat().map_err(|source| RemoteError::Sftp {
+            op: "fstat",
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(Entry::from_stat(OsString::new(), &stat))
+    }
+}
