@@ -26,7 +26,8 @@ fn element_of_token<'a>(token: &str, elements: &'a [String]) -> Option<&'a str> 
     let base = strip_suffix_ci(token, "Log")?;
     elements.iter().map(String::as_str).find(|element| {
         base.eq_ignore_ascii_case(element)
-            || strip_suffix_ci(base, "s").is_some_and(|singular| singular.eq_ignore_ascii_case(element))
+            || strip_suffix_ci(base, "s")
+                .is_some_and(|singular| singular.eq_ignore_ascii_case(element))
     })
 }
 
@@ -65,10 +66,22 @@ mod tests {
 
     #[test]
     fn coprocessor_names_that_spell_an_element_do_not_misroute() {
-        assert_eq!(class("SpatzAve_srmLog_11252026_000001.csv").as_deref(), Some("srm"));
-        assert_eq!(class("srmLog_Street_ssmLog_11252026_000001.csv").as_deref(), Some("ssm"));
-        assert_eq!(class("ssm-spat-srm_remoteBsmLog_01012026_120000.csv").as_deref(), Some("remoteBsm"));
-        assert_eq!(class("Spatz_Ave_msgCountsLog_01012026_120000.csv").as_deref(), Some("msgCount"));
+        assert_eq!(
+            class("SpatzAve_srmLog_11252026_000001.csv").as_deref(),
+            Some("srm")
+        );
+        assert_eq!(
+            class("srmLog_Street_ssmLog_11252026_000001.csv").as_deref(),
+            Some("ssm")
+        );
+        assert_eq!(
+            class("ssm-spat-srm_remoteBsmLog_01012026_120000.csv").as_deref(),
+            Some("remoteBsm")
+        );
+        assert_eq!(
+            class("Spatz_Ave_msgCountsLog_01012026_120000.csv").as_deref(),
+            Some("msgCount")
+        );
     }
 
     #[test]
@@ -91,7 +104,10 @@ mod tests {
     #[test]
     fn case_is_ignored_and_extension_optional() {
         assert_eq!(class("X_SPATLOG_1_2").as_deref(), Some("spat"));
-        assert_eq!(class("X_remotebsmlog_1_2.csv.gz").as_deref(), Some("remoteBsm"));
+        assert_eq!(
+            class("X_remotebsmlog_1_2.csv.gz").as_deref(),
+            Some("remoteBsm")
+        );
         assert_eq!(class("X_remotebsmlog_1_2").as_deref(), Some("remoteBsm"));
     }
 
@@ -104,7 +120,15 @@ mod tests {
 
     #[test]
     fn never_panics_on_odd_bytes() {
-        for name in ["é_Log", "Ÿs_Log.csv", "\u{7f}Log", "sLog", "_sLog", "a.b.c", "..."] {
+        for name in [
+            "é_Log",
+            "Ÿs_Log.csv",
+            "\u{7f}Log",
+            "sLog",
+            "_sLog",
+            "a.b.c",
+            "...",
+        ] {
             let _ = class(name);
         }
     }

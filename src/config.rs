@@ -142,7 +142,12 @@ impl std::fmt::Display for ConfigErrors {
 }
 impl std::error::Error for ConfigErrors {}
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
-    Err(ConfigErrors(vec![ConfigError { file: path.into(), key: None, line: None, message: "stub".into() }]))
+    Err(ConfigErrors(vec![ConfigError {
+        file: path.into(),
+        key: None,
+        line: None,
+        message: "stub".into(),
+    }]))
 }
 pub fn check_secret_files(_config: &Config) -> Vec<ConfigError> {
     Vec::new()

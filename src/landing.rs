@@ -40,7 +40,9 @@ const MAX_CONFLICTS: u32 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LandingError {
-    #[error("local disk full while {op} {path:?}: free space in the data directory, then rerun; the remote copy is kept")]
+    #[error(
+        "local disk full while {op} {path:?}: free space in the data directory, then rerun; the remote copy is kept"
+    )]
     DiskFull { op: &'static str, path: PathBuf },
     #[error("local I/O error while {op} {path:?}: {source}; the remote copy is kept")]
     Io {
@@ -60,7 +62,9 @@ pub enum LandingError {
 
 impl LandingError {
     fn io(op: &'static str, path: &Path, source: io::Error) -> LandingError {
-        if source.raw_os_error() == Some(libc_enospc()) || source.kind() == io::ErrorKind::StorageFull {
+        if source.raw_os_error() == Some(libc_enospc())
+            || source.kind() == io::ErrorKind::StorageFull
+        {
             LandingError::DiskFull {
                 op,
                 path: path.to_path_buf(),
@@ -76,8 +80,12 @@ impl LandingError {
 
     pub fn disposition(&self) -> Disposition {
         match self {
-            LandingError::DiskFull { .. } | LandingError::Io { .. } => Disposition::StopIntersection,
-            LandingError::Incomplete { .. } | LandingError::NoFreeName { .. } => Disposition::SkipFile,
+            LandingError::DiskFull { .. } | LandingError::Io { .. } => {
+                Disposition::StopIntersection
+            }
+            LandingError::Incomplete { .. } | LandingError::NoFreeName { .. } => {
+                Disposition::SkipFile
+            }
         }
     }
 }
@@ -131,7 +139,12 @@ impl Lander {
     }
 
     /// Starts (or resumes) the download of `name` into `dir`.
-    pub fn open(&mut self, dir: &Path, name: &OsStr, id: Identity) -> Result<Partial, LandingError> {
+    pub fn open(
+        &mut self,
+        dir: &Path,
+        name: &OsStr,
+        id: Identity,
+    ) -> Result<Partial, LandingError> {
         debug_assert!(is_plain_name(name));
         let partials = self.folder(dir)?;
         let temp_name = temp_name(name, id);
@@ -162,7 +175,8 @@ impl Lander {
             .map_err(|e| LandingError::io("inspecting", &temp, e))?
             .len();
         if have > id.size {
-            file.set_len(0).map_err(|e| LandingError::io("truncating", &temp, e))?;
+            file.set_len(0)
+                .map_err(|e| LandingError::io("truncating", &temp, e))?;
             have = 0;
         }
         file.seek(SeekFrom::Start(have))
@@ -273,7 +287,8 @@ impl Partial {
         self.file
             .sync_all()
             .map_err(|e| LandingError::io("fsyncing", &self.temp, e))?;
-        let dir_handle = File::open(&self.dir).map_err(|e| LandingError::io("opening folder", &self.dir, e))?;
+        let dir_handle =
+            File::open(&self.dir).map_err(|e| LandingError::io("opening folder", &self.dir, e))?;
         for n in 0..MAX_CONFLICTS {
             let candidate = conflict_name(&self.name, n);
             let target = self.dir.join(&candidate);
@@ -289,8 +304,11 @@ impl Partial {
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if same_content(&self.temp, &target).map_err(|e| LandingError::io("comparing with", &target, e))? {
-                        fs::remove_file(&self.temp).map_err(|e| LandingError::io("removing", &self.temp, e))?;
+                    if same_content(&self.temp, &target)
+                        .map_err(|e| LandingError::io("comparing with", &target, e))?
+                    {
+                        fs::remove_file(&self.temp)
+                            .map_err(|e| LandingError::io("removing", &self.temp, e))?;
                         // The existing copy may be from a crashed pass that
                         // never fsynced its folder; make sure it is durable
                         // before the caller deletes the remote copy.
@@ -417,7 +435,20 @@ mod tests {
             assert!(is_plain_name(os(good)), "{good}");
         }
         let long = "a".repeat(256);
-        for bad in ["", ".", "..", "...", ".hidden", "a/b", "/abs", "a\nb", "a\rb", "tab\t", "del\u{7f}", long.as_str()] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "...",
+            ".hidden",
+            "a/b",
+            "/abs",
+            "a\nb",
+            "a\rb",
+            "tab\t",
+            "del\u{7f}",
+            long.as_str(),
+        ] {
             assert!(!is_plain_name(os(bad)), "{bad:?}");
         }
     }
@@ -432,18 +463,49 @@ mod tests {
 
     #[test]
     fn temp_names_are_hidden_bounded_and_identity_bound() {
-        let id = Identity { size: 10, mtime: 20 };
+        let id = Identity {
+            size: 10,
+            mtime: 20,
+        };
         let t = temp_name(os("a.csv"), id);
         assert_eq!(t, ".a.csv.10-20.part");
         let long = "x".repeat(255);
-        let t = temp_name(os(&long), Identity { size: u64::MAX, mtime: u64::MAX });
+        let t = temp_name(
+            os(&long),
+            Identity {
+                size: u64::MAX,
+                mtime: u64::MAX,
+            },
+        );
         assert!(t.len() <= NAME_MAX, "{}", t.len());
         assert!(t.as_bytes().starts_with(b".~"));
-        assert_ne!(temp_name(os("a.csv"), Identity { size: 10, mtime: 21 }), temp_name(os("a.csv"), id));
+        assert_ne!(
+            temp_name(
+                os("a.csv"),
+                Identity {
+                    size: 10,
+                    mtime: 21
+                }
+            ),
+            temp_name(os("a.csv"), id)
+        );
     }
 
-    fn land(lander: &mut Lander, dir: &Path, name: &str, data: &[u8], mtime: u64) -> Result<Landed, LandingError> {
-        let mut p = lander.open(dir, os(name), Identity { size: data.len() as u64, mtime })?;
+    fn land(
+        lander: &mut Lander,
+        dir: &Path,
+        name: &str,
+        data: &[u8],
+        mtime: u64,
+    ) -> Result<Landed, LandingError> {
+        let mut p = lander.open(
+            dir,
+            os(name),
+            Identity {
+                size: data.len() as u64,
+                mtime,
+            },
+        )?;
         let off = p.offset() as usize;
         p.write(&data[off..])?;
         p.commit()
@@ -457,7 +519,10 @@ mod tests {
         let landed = land(&mut l, &dir, "f.csv", b"hello", 1_700_000_000).unwrap();
         assert!(!landed.already_present);
         assert_eq!(fs::read(dir.join("f.csv")).unwrap(), b"hello");
-        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![OsString::from("f.csv")]);
         let mtime = fs::metadata(dir.join("f.csv")).unwrap().modified().unwrap();
         assert_eq!(mtime, UNIX_EPOCH + Duration::from_secs(1_700_000_000));
@@ -510,14 +575,16 @@ mod tests {
         assert_eq!(p.offset(), 3);
         assert_eq!(p.resumed_from(), 3);
         p.write(b"def").unwrap();
-        p.commit().unwrap();
+        let _ = p.commit().unwrap();
         assert_eq!(fs::read(dir.join("f")).unwrap(), b"abcdef");
 
         // Changed remote (other mtime): the old partial is not used and is removed.
         let mut p = Lander::new().open(dir, os("g"), id).unwrap();
         p.write(b"abc").unwrap();
         drop(p);
-        let p = Lander::new().open(dir, os("g"), Identity { size: 6, mtime: 6 }).unwrap();
+        let p = Lander::new()
+            .open(dir, os("g"), Identity { size: 6, mtime: 6 })
+            .unwrap();
         assert_eq!(p.offset(), 0);
         assert!(!dir.join(".g.6-5.part").exists());
     }
@@ -525,17 +592,30 @@ mod tests {
     #[test]
     fn short_file_is_not_landed() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut p = Lander::new().open(tmp.path(), os("f"), Identity { size: 6, mtime: 1 }).unwrap();
+        let mut p = Lander::new()
+            .open(tmp.path(), os("f"), Identity { size: 6, mtime: 1 })
+            .unwrap();
         p.write(b"abc").unwrap();
         let err = p.commit().unwrap_err();
-        assert!(matches!(err, LandingError::Incomplete { expected: 6, got: 3, .. }));
+        assert!(matches!(
+            err,
+            LandingError::Incomplete {
+                expected: 6,
+                got: 3,
+                ..
+            }
+        ));
         assert!(!tmp.path().join("f").exists());
         assert_eq!(err.disposition(), Disposition::SkipFile);
     }
 
     #[test]
     fn enospc_is_disk_full() {
-        let e = LandingError::io("writing", Path::new("/x"), io::Error::from_raw_os_error(libc_enospc()));
+        let e = LandingError::io(
+            "writing",
+            Path::new("/x"),
+            io::Error::from_raw_os_error(libc_enospc()),
+        );
         assert!(matches!(e, LandingError::DiskFull { .. }));
         assert_eq!(e.disposition(), Disposition::StopIntersection);
     }

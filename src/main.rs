@@ -63,11 +63,19 @@ fn run(cli: &Cli, only: &[String]) -> u8 {
     } else {
         for name in only {
             if !config.intersections.iter().any(|ix| &ix.name == name) {
-                eprintln!("error: --only {name:?}: no intersection of that name in {}", config.source.display());
+                eprintln!(
+                    "error: --only {name:?}: no intersection of that name in {}",
+                    config.source.display()
+                );
                 return EXIT_CONFIG;
             }
         }
-        config.intersections.iter().filter(|ix| only.contains(&ix.name)).cloned().collect()
+        config
+            .intersections
+            .iter()
+            .filter(|ix| only.contains(&ix.name))
+            .cloned()
+            .collect()
     };
     let control = pass::Control::new();
     info!(intersections = selected.len(), config = %config.source.display(), "pass starting");
@@ -75,7 +83,11 @@ fn run(cli: &Cli, only: &[String]) -> u8 {
     if let Ok(previous) = report::read(&config.state_directory) {
         run_report.inherit_last_success(&previous);
     }
-    let failed = run_report.intersections.iter().filter(|i| i.outcome != report::Outcome::Ok).count();
+    let failed = run_report
+        .intersections
+        .iter()
+        .filter(|i| i.outcome != report::Outcome::Ok)
+        .count();
     info!(
         intersections = run_report.intersections.len(),
         failed,
@@ -85,7 +97,11 @@ fn run(cli: &Cli, only: &[String]) -> u8 {
     if let Err(e) = report::write(&config.state_directory, &run_report) {
         error!("{e}");
     }
-    if run_report.all_ok() { EXIT_OK } else { EXIT_FAILED }
+    if run_report.all_ok() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
 }
 
 fn check_config(cli: &Cli) -> u8 {

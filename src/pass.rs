@@ -72,7 +72,12 @@ impl Default for Control {
 }
 
 /// Runs one pass over `intersections` and returns its report.
-pub fn run(config: &Config, known: &KnownHosts, intersections: &[Intersection], control: &Control) -> RunReport {
+pub fn run(
+    config: &Config,
+    known: &KnownHosts,
+    intersections: &[Intersection],
+    control: &Control,
+) -> RunReport {
     let started = SystemTime::now();
     let clock = Instant::now();
     let progress = Progress {
@@ -80,14 +85,20 @@ pub fn run(config: &Config, known: &KnownHosts, intersections: &[Intersection], 
         ..Progress::default()
     };
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<IntersectionReport>>> = Mutex::new(vec![None; intersections.len()]);
-    let workers = config.transfer.parallel_intersections.clamp(1, intersections.len().max(1));
+    let results: Mutex<Vec<Option<IntersectionReport>>> =
+        Mutex::new(vec![None; intersections.len()]);
+    let workers = config
+        .transfer
+        .parallel_intersections
+        .clamp(1, intersections.len().max(1));
     thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(ix) = intersections.get(i) else { break };
+                    let Some(ix) = intersections.get(i) else {
+                        break;
+                    };
                     let report = IntersectionRun::new(config, known, ix, control, &progress).run();
                     progress.intersections_done.fetch_add(1, Ordering::SeqCst);
                     (control.on_progress)(&progress);
@@ -103,7 +114,11 @@ pub fn run(config: &Config, known: &KnownHosts, intersections: &[Intersection], 
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .into_iter()
         .zip(intersections)
-        .map(|(r, ix)| r.unwrap_or_else(|| IntersectionReport::failed(ix, "worker ended without a report (a bug)")))
+        .map(|(r, ix)| {
+            r.unwrap_or_else(|| {
+                IntersectionReport::failed(ix, "worker ended without a report (a bug)")
+            })
+        })
         .collect();
     RunReport {
         started: unix(started),
@@ -114,7 +129,9 @@ pub fn run(config: &Config, known: &KnownHosts, intersections: &[Intersection], 
 }
 
 fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl IntersectionReport {
@@ -288,7 +305,9 @@ impl<'a> IntersectionRun<'a> {
         let archive = Path::new(&self.ix.v2x_data_location).join("archive");
         let entries = remote.list(&archive).map_err(|e| match e.disposition() {
             Disposition::Reconnect => Stop::Reconnect(e.to_string()),
-            _ => Stop::Fatal(format!("{e} (check v2x_data_location: it must hold an archive/ folder)")),
+            _ => Stop::Fatal(format!(
+                "{e} (check v2x_data_location: it must hold an archive/ folder)"
+            )),
         })?;
         self.walk_entries(remote, &archive, Path::new(""), entries, 0)?;
         Ok(())
@@ -316,7 +335,14 @@ impl<'a> IntersectionRun<'a> {
         Ok(if all_gone { Left::Gone } else { Left::Kept })
     }
 
-    fn entry(&mut self, remote: &Remote, dir: &Path, rel: &Path, entry: &Entry, depth: usize) -> Result<Left, Stop> {
+    fn entry(
+        &mut self,
+        remote: &Remote,
+        dir: &Path,
+        rel: &Path,
+        entry: &Entry,
+        depth: usize,
+    ) -> Result<Left, Stop> {
         if !landing::is_plain_name(&entry.name) {
             self.skip(&rel.join(&entry.name), "not a plain file name (empty, dot, hidden, too long, or with control characters); left alone");
             return Ok(Left::Kept);
@@ -326,7 +352,10 @@ impl<'a> IntersectionRun<'a> {
         match entry.kind {
             Kind::File => self.file(remote, &path, &rel, entry),
             Kind::Dir if depth >= MAX_DEPTH => {
-                self.skip(&rel, &format!("folder nested deeper than {MAX_DEPTH} levels; left alone"));
+                self.skip(
+                    &rel,
+                    &format!("folder nested deeper than {MAX_DEPTH} levels; left alone"),
+                );
                 Ok(Left::Kept)
             }
             Kind::Dir => {
@@ -336,7 +365,9 @@ impl<'a> IntersectionRun<'a> {
                     // The server refuses a folder that is not empty, so a
                     // file that appeared since the listing is never lost.
                     match remote.remove_dir(&path) {
-                        Ok(()) => info!(intersection = %self.ix.name, remote_path = %path.display(), "removed emptied folder"),
+                        Ok(()) => {
+                            info!(intersection = %self.ix.name, remote_path = %path.display(), "removed emptied folder")
+                        }
                         Err(e) => {
                             warn!(intersection = %self.ix.name, remote_path = %path.display(), "{e}; left for a later pass");
                             return Ok(Left::Kept);
@@ -350,7 +381,10 @@ impl<'a> IntersectionRun<'a> {
                 Ok(Left::Kept)
             }
             Kind::Other => {
-                self.skip(&rel, "not a regular file or folder (device, FIFO, socket); left alone");
+                self.skip(
+                    &rel,
+                    "not a regular file or folder (device, FIFO, socket); left alone",
+                );
                 Ok(Left::Kept)
             }
         }
@@ -367,11 +401,19 @@ impl<'a> IntersectionRun<'a> {
 
     fn file_error(&mut self, path: &Path, why: String) {
         error!(intersection = %self.ix.name, remote_path = %escape(path.as_os_str()), "{why}");
-        self.report.errors.push(format!("{}: {why}", escape(path.as_os_str())));
+        self.report
+            .errors
+            .push(format!("{}: {why}", escape(path.as_os_str())));
     }
 
     /// Pulls one file and, once it is landed, deletes the remote copy.
-    fn file(&mut self, remote: &Remote, path: &Path, rel: &Path, entry: &Entry) -> Result<Left, Stop> {
+    fn file(
+        &mut self,
+        remote: &Remote,
+        path: &Path,
+        rel: &Path,
+        entry: &Entry,
+    ) -> Result<Left, Stop> {
         let t = &self.config.transfer;
         let age = unix(SystemTime::now()).saturating_sub(entry.mtime);
         if Duration::from_secs(age) < t.min_age {
@@ -384,7 +426,10 @@ impl<'a> IntersectionRun<'a> {
             );
             return Ok(Left::Kept);
         }
-        let element = classify(&String::from_utf8_lossy(entry.name.as_bytes()), &self.config.elements);
+        let element = classify(
+            &String::from_utf8_lossy(entry.name.as_bytes()),
+            &self.config.elements,
+        );
         let target_dir = match element {
             Some(el) => self.data_root.join(el),
             None => self.data_root.clone(),
@@ -394,7 +439,10 @@ impl<'a> IntersectionRun<'a> {
             size: entry.size,
             mtime: entry.mtime,
         };
-        let mut partial = self.lander.open(&target_dir, &entry.name, id).map_err(|e| self.landing_stop(path, e))?;
+        let mut partial = self
+            .lander
+            .open(&target_dir, &entry.name, id)
+            .map_err(|e| self.landing_stop(path, e))?;
         let resumed = partial.offset();
         if partial.offset() < entry.size || entry.size == 0 {
             let mut rf = match remote.open_at(path, partial.offset()) {
@@ -410,15 +458,23 @@ impl<'a> IntersectionRun<'a> {
                 if n == 0 {
                     break;
                 }
-                partial.write(&buf[..n]).map_err(|e| self.landing_stop(path, e))?;
+                partial
+                    .write(&buf[..n])
+                    .map_err(|e| self.landing_stop(path, e))?;
                 if partial.offset() > entry.size {
                     break; // grew while being read: caught below
                 }
             }
             let after = rf.fstat().map_err(Stop::from)?;
-            if after.size != entry.size || after.mtime != entry.mtime || partial.offset() != entry.size {
+            if after.size != entry.size
+                || after.mtime != entry.mtime
+                || partial.offset() != entry.size
+            {
                 partial.discard();
-                self.skip(rel, "changed while being read; not deleted, taken whole by a later pass");
+                self.skip(
+                    rel,
+                    "changed while being read; not deleted, taken whole by a later pass",
+                );
                 return Ok(Left::Kept);
             }
         }
@@ -446,13 +502,21 @@ impl<'a> IntersectionRun<'a> {
                 self.report.bytes += landed.bytes;
                 self.report.already_present += u64::from(landed.already_present);
                 self.progress.files.fetch_add(1, Ordering::Relaxed);
-                self.progress.bytes.fetch_add(landed.bytes, Ordering::Relaxed);
+                self.progress
+                    .bytes
+                    .fetch_add(landed.bytes, Ordering::Relaxed);
                 (self.control.on_progress)(self.progress);
                 Ok(Left::Gone)
             }
             Err(e) if e.disposition() == Disposition::Reconnect => Err(Stop::from(e)),
             Err(e) => {
-                self.file_error(path, format!("landed at {:?} but could not be removed remotely: {e}", landed.path));
+                self.file_error(
+                    path,
+                    format!(
+                        "landed at {:?} but could not be removed remotely: {e}",
+                        landed.path
+                    ),
+                );
                 Ok(Left::Kept)
             }
         }
@@ -471,7 +535,10 @@ impl<'a> IntersectionRun<'a> {
                 crate::report::human_bytes(min),
             ))),
             Ok(_) => Ok(()),
-            Err(e) => Err(Stop::Fatal(format!("cannot check free space of {}: {e}", probe.display()))),
+            Err(e) => Err(Stop::Fatal(format!(
+                "cannot check free space of {}: {e}",
+                probe.display()
+            ))),
         }
     }
 
@@ -502,7 +569,9 @@ fn delete_remote(remote: &Remote, _proof: &Landed, path: &Path) -> Result<(), Re
 /// Printable form of a remote name: control characters and invalid UTF-8
 /// escaped, so a hostile name cannot forge log lines.
 pub fn escape(name: &OsStr) -> String {
-    String::from_utf8_lossy(name.as_bytes()).escape_debug().to_string()
+    String::from_utf8_lossy(name.as_bytes())
+        .escape_debug()
+        .to_string()
 }
 
 /// Enforces the intersection's deadline and cancellation on a thread of its

@@ -35,7 +35,9 @@ const LIBSSH2_ERROR_FILE: i32 = -16;
 pub enum RemoteError {
     #[error("cannot resolve host {host:?}: {source}")]
     Resolve { host: String, source: io::Error },
-    #[error("cannot connect to {addr}: {source} (is the coprocessor up and reachable on this port?)")]
+    #[error(
+        "cannot connect to {addr}: {source} (is the coprocessor up and reachable on this port?)"
+    )]
     Connect { addr: String, source: io::Error },
     #[error("SSH handshake with {addr} failed: {source}")]
     Handshake { addr: String, source: ssh2::Error },
@@ -285,7 +287,10 @@ fn authenticate(session: &Session, ix: &Intersection, display: &str) -> Result<(
             path,
             passphrase_file,
         } => {
-            let passphrase = passphrase_file.as_deref().map(read_secret_file).transpose()?;
+            let passphrase = passphrase_file
+                .as_deref()
+                .map(read_secret_file)
+                .transpose()?;
             session.userauth_pubkey_file(&ix.username, None, path, passphrase.as_deref())
         }
     };

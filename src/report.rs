@@ -110,7 +110,10 @@ pub enum StateError {
     #[error("no pass has run yet: {path:?} does not exist")]
     Missing { path: PathBuf },
     #[error("the state file {path:?} is not a report: {source}")]
-    Parse { path: PathBuf, source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 pub fn state_path(state_directory: &Path) -> PathBuf {
@@ -141,7 +144,9 @@ pub fn write(state_directory: &Path, report: &RunReport) -> Result<(), StateErro
     f.write_all(&json).map_err(werr)?;
     f.sync_all().map_err(werr)?;
     fs::rename(&tmp, &path).map_err(werr)?;
-    File::open(state_directory).and_then(|d| d.sync_all()).map_err(werr)?;
+    File::open(state_directory)
+        .and_then(|d| d.sync_all())
+        .map_err(werr)?;
     Ok(())
 }
 
@@ -154,7 +159,11 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 /// UTC `YYYY-MM-DD HH:MM:SS` without a date crate.
@@ -276,7 +285,10 @@ mod tests {
             started: 10,
             seconds: 1.0,
             config: "/c".into(),
-            intersections: vec![ix("a", Outcome::Ok, Some(10)), ix("b", Outcome::Ok, Some(10))],
+            intersections: vec![
+                ix("a", Outcome::Ok, Some(10)),
+                ix("b", Outcome::Ok, Some(10)),
+            ],
         };
         write(tmp.path(), &first).unwrap();
         assert_eq!(read(tmp.path()).unwrap(), first);
@@ -284,7 +296,10 @@ mod tests {
             started: 20,
             seconds: 1.0,
             config: "/c".into(),
-            intersections: vec![ix("a", Outcome::Failed, None), ix("b", Outcome::Ok, Some(20))],
+            intersections: vec![
+                ix("a", Outcome::Failed, None),
+                ix("b", Outcome::Ok, Some(20)),
+            ],
         };
         second.inherit_last_success(&first);
         assert_eq!(second.intersections[0].last_success, Some(10));
