@@ -309,6 +309,9 @@ impl<'a> IntersectionRun<'a> {
                 "{e} (check v2x_data_location: it must hold an archive/ folder)"
             )),
         })?;
+        // Created here, not by the package alone: a data_directory moved in
+        // the config starts empty, and min_free_space guards the disk it is on.
+        landing::create_dir_durably(&self.data_root).map_err(|e| Stop::Fatal(e.to_string()))?;
         self.walk_entries(remote, &archive, Path::new(""), entries, 0)?;
         Ok(())
     }

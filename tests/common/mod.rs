@@ -21,6 +21,7 @@
 // the re-exports below are used by some test files and not others
 #![allow(unused_imports)]
 
+pub mod client;
 pub mod data;
 pub mod local;
 pub mod net;
@@ -28,6 +29,7 @@ pub mod remote;
 pub mod sshd;
 pub mod user;
 
+pub use client::{Client, Site, TestAuth, assert_exit, bin, run_bin, stderr, stdout};
 pub use data::{
     ELEMENTS, Rng, Stamp, csv_bytes, csv_header, element_file_name, element_file_token,
     expected_element, pseudo_random_bytes, session_name,
