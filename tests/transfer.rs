@@ -20,14 +20,23 @@ fn routes_every_element_of_every_session_and_zip_and_unclassified_file() {
     tree.add_session(DEFAULT_COPROC_NAME, stamp(10), 1, 2_000..=20_000);
     tree.add_session("srmLog_Street", stamp(11), 1, 1_000..=5_000);
     tree.add_zip_session(DEFAULT_COPROC_NAME, stamp(12), 50_000);
-    tree.add_file(&format!("{}/notes.txt", session_name(DEFAULT_COPROC_NAME, stamp(9))), b"operator note\n");
     tree.add_file(
-        &format!("{}/V_hostBsmLog_06092021_000000.csv", session_name(DEFAULT_COPROC_NAME, stamp(10))),
+        &format!("{}/notes.txt", session_name(DEFAULT_COPROC_NAME, stamp(9))),
+        b"operator note\n",
+    );
+    tree.add_file(
+        &format!(
+            "{}/V_hostBsmLog_06092021_000000.csv",
+            session_name(DEFAULT_COPROC_NAME, stamp(10))
+        ),
         b"hostBsm\n",
     );
     // A nested folder inside a session.
     tree.add_file(
-        &format!("{}/extra/X_ssmLog_06112021_010000.csv", session_name("srmLog_Street", stamp(11))),
+        &format!(
+            "{}/extra/X_ssmLog_06112021_010000.csv",
+            session_name("srmLog_Street", stamp(11))
+        ),
         b"nested ssm\n",
     );
     let mut client = Client::new();
@@ -38,11 +47,22 @@ fn routes_every_element_of_every_session_and_zip_and_unclassified_file() {
     let manifest = tree.manifest();
     assert!(manifest.len() >= 22, "{}", manifest.len());
     for el in ELEMENTS {
-        assert!(manifest.iter().any(|m| m.element == Some(el)), "no {el} in the test data");
+        assert!(
+            manifest.iter().any(|m| m.element == Some(el)),
+            "no {el} in the test data"
+        );
     }
     assert_landed(&client.data_dir(), "intersection-1", &manifest);
-    assert!(tree.remaining_files().is_empty(), "left: {:?}", tree.remaining_files());
-    assert!(tree.remaining_dirs().is_empty(), "left: {:?}", tree.remaining_dirs());
+    assert!(
+        tree.remaining_files().is_empty(),
+        "left: {:?}",
+        tree.remaining_files()
+    );
+    assert!(
+        tree.remaining_dirs().is_empty(),
+        "left: {:?}",
+        tree.remaining_dirs()
+    );
     assert!(tree.archive_dir().is_dir(), "archive/ itself must stay");
     tree.assert_current_session_untouched();
 
@@ -52,7 +72,11 @@ fn routes_every_element_of_every_session_and_zip_and_unclassified_file() {
     assert_eq!(ix["bytes"], tree.total_bytes());
     let status = client.cmd(&["status"]);
     assert_exit(&status, 0);
-    assert!(stdout(&status).contains("intersection-1"), "{}", stdout(&status));
+    assert!(
+        stdout(&status).contains("intersection-1"),
+        "{}",
+        stdout(&status)
+    );
 }
 
 #[test]
@@ -67,4 +91,460 @@ fn second_pass_finds_nothing_and_succeeds() {
     assert_exit(&out, 0);
     assert_eq!(client.ix_state("a")["files"], 0);
     assert_landed(&client.data_dir(), "a", &tree.manifest());
+}
+
+fn one_session(tree: &mut RemoteTree) {
+    tree.add_session(DEFAULT_COPROC_NAME, stamp(9), 1, 1_000..=4_000);
+}
+
+fn password_attempts(sshd: &Sshd) -> usize {
+    sshd.log_count("password for")
+}
+
+#[test]
+fn resumes_within_the_pass_after_a_cut_connection() {
+    let sshd = Sshd::start_default();
+    let mut tree = RemoteTree::new();
+    let big = tree.add_random_file(
+        &format!(
+            "{}/X_remoteBsmLog_06092021_000000.csv",
+            session_name("X", stamp(9))
+        ),
+        12 << 20,
+    );
+    // libssh2 keeps up to 4 MiB of reads in flight: cut well after that.
+    let proxy = CutProxy::start(sshd.addr(), Some(6 << 20), None);
+    let mut client = Client::new();
+    let mut site = Site::new("a", &sshd, &tree);
+    site.port = proxy.addr().port();
+    site.host = proxy.addr().ip().to_string();
+    client
+        .known_hosts
+        .push_str(&sshd.known_hosts_lines_for(&format!("[{}]:{}", site.host, site.port)));
+    client.add_untrusted(site);
+    let out = client.run();
+    assert_exit(&out, 0);
+    assert_eq!(proxy.faults_fired(), 1);
+    assert!(proxy.connections() >= 2);
+    let ix = client.ix_state("a");
+    assert!(ix["resumed_bytes"].as_u64().unwrap() > 0, "{ix}");
+    assert!(stderr(&out).contains("retrying"), "{}", stderr(&out));
+    assert_landed(&client.data_dir(), "a", &tree.manifest());
+    assert!(tree.remaining_files().is_empty());
+    assert_eq!(big.element, Some("remoteBsm"));
+}
+
+#[test]
+fn resumes_on_the_next_pass_after_a_cut_connection() {
+    let sshd = Sshd::start_default();
+    let mut tree = RemoteTree::new();
+    tree.add_random_file(
+        &format!(
+            "{}/X_spatLog_06092021_000000.csv",
+            session_name("X", stamp(9))
+        ),
+        12 << 20,
+    );
+    // libssh2 keeps up to 4 MiB of reads in flight: cut well after that.
+    let proxy = CutProxy::start(sshd.addr(), Some(6 << 20), None);
+    let mut client = Client::new();
+    client.set("retries = 0");
+    let mut site = Site::new("a", &sshd, &tree);
+    site.port = proxy.addr().port();
+    client
+        .known_hosts
+        .push_str(&sshd.known_hosts_lines_for(&format!("[127.0.0.1]:{}", site.port)));
+    client.add_untrusted(site);
+    let out = client.run();
+    assert_exit(&out, 1);
+    assert_eq!(tree.remaining_files().len(), 1, "nothing may be deleted");
+    let partials: Vec<_> = walk_all(&client.data_dir())
+        .into_iter()
+        .filter(|p| p.ends_with(".part"))
+        .collect();
+    assert_eq!(partials.len(), 1, "{partials:?}");
+    let out = client.run();
+    assert_exit(&out, 0);
+    let ix = client.ix_state("a");
+    assert!(ix["resumed_bytes"].as_u64().unwrap() >= 256 << 10, "{ix}");
+    assert_landed(&client.data_dir(), "a", &tree.manifest());
+    assert!(tree.remaining_files().is_empty());
+}
+
+#[test]
+fn identical_local_file_counts_as_landed_and_a_different_one_is_kept() {
+    let sshd = Sshd::start_default();
+    let mut tree = RemoteTree::new();
+    let same = tree.add_file(
+        &format!(
+            "{}/X_spatLog_06092021_000000.csv",
+            session_name("X", stamp(9))
+        ),
+        b"same bytes\n",
+    );
+    let diff = tree.add_file(
+        &format!(
+            "{}/X_srmLog_06092021_000000.csv",
+            session_name("X", stamp(9))
+        ),
+        b"remote version\n",
+    );
+    let mut client = Client::new();
+    client.add(Site::new("a", &sshd, &tree), &sshd);
+    let ix_dir = client.data_dir().join("a");
+    std::fs::create_dir_all(ix_dir.join("spat")).unwrap();
+    std::fs::create_dir_all(ix_dir.join("srm")).unwrap();
+    std::fs::write(ix_dir.join("spat").join(same.file_name()), b"same bytes\n").unwrap();
+    std::fs::write(
+        ix_dir.join("srm").join(diff.file_name()),
+        b"local version\n",
+    )
+    .unwrap();
+    let out = client.run();
+    assert_exit(&out, 0);
+    assert!(tree.remaining_files().is_empty());
+    let ix = client.ix_state("a");
+    assert_eq!(ix["already_present"], 1);
+    assert_eq!(ix["files"], 2);
+    assert_eq!(
+        std::fs::read(ix_dir.join("srm").join(diff.file_name())).unwrap(),
+        b"local version\n"
+    );
+    assert_eq!(
+        std::fs::read(ix_dir.join("srm/X_srmLog_06092021_000000.conflict-1.csv")).unwrap(),
+        b"remote version\n"
+    );
+    let visible: Vec<_> = walk_files(&ix_dir).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(visible.len(), 3, "{visible:?}");
+}
+
+#[test]
+fn unknown_host_key_fails_before_any_password_is_sent() {
+    let sshd = Sshd::start_default();
+    let mut tree = RemoteTree::new();
+    one_session(&mut tree);
+    let mut client = Client::new();
+    client.add_untrusted(Site::new("a", &sshd, &tree));
+    let out = client.run();
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("not in the known_hosts file"), "{err}");
+    assert!(
+        err.contains(&sshd.host_key_fingerprint(KeyType::Ed25519)),
+        "{err}"
+    );
+    assert_eq!(password_attempts(&sshd), 0, "{}", sshd.log());
+    assert_eq!(tree.remaining_files().len(), tree.manifest().len());
+}
+
+#[test]
+fn changed_host_key_fails_before_any_password_is_sent() {
+    let mut sshd = Sshd::start_default();
+    let mut tree = RemoteTree::new();
+    one_session(&mut tree);
+    let mut client = Client::new();
+    client.add(Site::new("a", &sshd, &tree), &sshd);
+    sshd.restart_with_new_host_keys();
+    let out = client.run();
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("HAS CHANGED"), "{err}");
+    assert!(
+        err.contains(&sshd.host_key_fingerprint(KeyType::Ed25519)),
+        "{err}"
+    );
+    assert_eq!(password_attempts(&sshd), 0, "{}", sshd.log());
+    assert_eq!(tree.remaining_files().len(), tree.manifest().len());
+}
+
+#[test]
+fn plain_host_entry_does_not_vouch_for_another_port() {
+    let sshd = Sshd::start_default();
+    let mut tree = RemoteTree::new();
+    one_session(&mut tree);
+    let mut client = Client::new();
+    client.known_hosts = sshd.known_hosts_lines_for("127.0.0.1");
+    client.add_untrusted(Site::new("a", &sshd, &tree));
+    let out = client.run();
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("not in the known_hosts file"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(password_attempts(&sshd), 0);
+}
+
+#[test]
+fn host_with_several_key_types_is_matched_on_the_type_known_for_it() {
+    for known in [KeyType::Rsa, KeyType::Ecdsa, KeyType::Ed25519] {
+        let sshd = Sshd::start(SshdOptions::default().host_keys(&[
+            KeyType::Ed25519,
+            KeyType::Ecdsa,
+            KeyType::Rsa,
+        ]));
+        let mut tree = RemoteTree::new();
+        one_session(&mut tree);
+        let mut client = Client::new();
+        client.known_hosts = format!(
+            "{} {}\n",
+            sshd.known_hosts_host(),
+            sshd.host_key_public(known)
+        );
+        client.add_untrusted(Site::new("a", &sshd, &tree));
+        let out = client.run();
+        assert_exit(&out, 0);
+        assert!(tree.remaining_files().is_empty(), "{known:?}");
+    }
+}
+
+#[test]
+fn wrong_password_fails_that_intersection_and_is_never_shown() {
+    let sshd = Sshd::start_default();
+    let mut tree = RemoteTree::new();
+    one_session(&mut tree);
+    let mut client = Client::new();
+    let mut site = Site::new("a", &sshd, &tree);
+    site.auth = TestAuth::Password("Wr0ng-S3cret-Value".into());
+    client.add(site, &sshd);
+    let out = client.run();
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("authentication"), "{err}");
+    assert!(!err.contains("Wr0ng-S3cret-Value"), "{err}");
+    let state = std::fs::read_to_string(client.state_dir().join("last-run.json")).unwrap();
+    assert!(!state.contains("Wr0ng-S3cret-Value"));
+    assert!(sshd.log_count("Failed password") >= 1);
+    assert_eq!(tree.remaining_files().len(), tree.manifest().len());
+}
+
+#[test]
+fn key_and_password_file_authentication() {
+    let key = ClientKey::generate(Some("key pass phrase"));
+    let sshd = Sshd::start(SshdOptions::default().authorize(&key));
+    let mut tree = RemoteTree::new();
+    one_session(&mut tree);
+    let mut client = Client::new();
+    let pass_file = client.dir.path().join("passphrase");
+    std::fs::write(&pass_file, "key pass phrase\n").unwrap();
+    let mut site = Site::new("key", &sshd, &tree);
+    site.auth = TestAuth::Key(key.private_path().to_path_buf(), Some(pass_file));
+    client.add(site, &sshd);
+    let mut tree2 = RemoteTree::new();
+    one_session(&mut tree2);
+    let pw_file = client.dir.path().join("password");
+    std::fs::write(&pw_file, format!("{TEST_PASSWORD}\n")).unwrap();
+    let mut site2 = Site::new("pwfile", &sshd, &tree2);
+    site2.auth = TestAuth::PasswordFile(pw_file);
+    client.add_untrusted(site2);
+    let out = client.run();
+    assert_exit(&out, 0);
+    assert_landed(&client.data_dir(), "key", &tree.manifest());
+    assert_landed(&client.data_dir(), "pwfile", &tree2.manifest());
+}
+
+#[test]
+fn unreadable_password_file_fails_only_its_intersection() {
+    let sshd = Sshd::start_default();
+    let (mut t1, mut t2) = (RemoteTree::new(), RemoteTree::new());
+    one_session(&mut t1);
+    one_session(&mut t2);
+    let mut client = Client::new();
+    let mut bad = Site::new("bad", &sshd, &t1);
+    bad.auth = TestAuth::PasswordFile(client.dir.path().join("missing-password"));
+    client.add(bad, &sshd);
+    client.add_untrusted(Site::new("good", &sshd, &t2));
+    let out = client.run();
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("missing-password"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(t1.remaining_files().len(), t1.manifest().len());
+    assert_landed(&client.data_dir(), "good", &t2.manifest());
+    // check-config reports it as a config problem.
+    let out = client.cmd(&["check-config"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("password_file"), "{}", stderr(&out));
+}
+
+#[test]
+fn unreachable_and_silent_hosts_fail_within_the_timeout_while_others_succeed() {
+    let sshd = Sshd::start_default();
+    let mut tree = RemoteTree::new();
+    tree.add_session(DEFAULT_COPROC_NAME, stamp(9), 2, 1_000..=50_000);
+    let hole = BlackHole::start();
+    let refused = closed_port();
+    let mut client = Client::new();
+    client.set("connect_timeout = \"2s\"").set("retries = 1");
+    client.add(Site::new("good", &sshd, &tree), &sshd);
+    client.add_untrusted(Site::at("silent", hole.addr(), &tree.v2x_data_location()));
+    client.add_untrusted(Site::at("refused", refused, &tree.v2x_data_location()));
+    let t0 = Instant::now();
+    let out = client.run();
+    let took = t0.elapsed();
+    assert_exit(&out, 1);
+    // Two attempts of at most 2 s each plus 100 ms of backoff, with slack.
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    assert_eq!(client.ix_state("silent")["outcome"], "failed");
+    assert_eq!(client.ix_state("refused")["outcome"], "failed");
+    assert_eq!(client.ix_state("good")["outcome"], "ok");
+    assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+    assert_landed(&client.data_dir(), "good", &tree.manifest());
+    let status = client.cmd(&["status"]);
+    assert_exit(&status, 1);
+    assert!(stdout(&status).contains("failed"));
+}
+
+#[test]
+fn symlinks_devices_and_hostile_names_are_never_followed_pulled_or_deleted() {
+    let sshd = Sshd::start_default();
+    let mut tree = RemoteTree::new();
+    one_session(&mut tree);
+    let s = session_name("H", stamp(10));
+    let hostile = tree.add_hostile_entries(&s);
+    // Directly in archive/ too (names distinct from the session's).
+    tree.add_symlink_to_outside_file("top_link_spatLog_06092021_000000.csv");
+    tree.add_symlink_to_outside_dir("top_link_dir");
+    tree.add_fifo("top_fifo_srmLog_06092021_000000.csv");
+    let mut client = Client::new();
+    client.add(Site::new("a", &sshd, &tree), &sshd);
+    let out = client.run();
+    assert_exit(&out, 0);
+    assert!(
+        tree.outside_untouched(),
+        "symlink targets outside archive/ changed"
+    );
+    let remaining = tree.remaining_files();
+    for link in [
+        &hostile.symlink_to_file,
+        &hostile.symlink_to_dir,
+        &hostile.dangling_symlink,
+        &hostile.fifo,
+        &"top_link_spatLog_06092021_000000.csv".to_string(),
+        &"top_link_dir".to_string(),
+        &"top_fifo_srmLog_06092021_000000.csv".to_string(),
+    ] {
+        assert!(remaining.contains(link), "{link} must stay: {remaining:?}");
+    }
+    // Plain odd names land; "..." (hidden) and a name with a newline stay.
+    let landed: Vec<ManifestEntry> = tree
+        .manifest()
+        .into_iter()
+        .filter(|m| !remaining.contains(&m.rel))
+        .collect();
+    assert!(
+        landed.iter().any(|m| m.file_name().len() == 255),
+        "the 255-byte name must land"
+    );
+    assert!(remaining.iter().any(|r| r.ends_with("new\nline.csv")));
+    assert!(remaining.iter().any(|r| r.ends_with("/...") || r == "..."));
+    assert_landed(&client.data_dir(), "a", &landed);
+    let skipped = client.ix_state("a")["skipped"].as_array().unwrap().len();
+    assert!(skipped >= 9, "{skipped}");
+    // Nothing was written outside the client's own folder.
+    for p in walk_all(client.dir.path()) {
+        assert!(!p.contains(".."), "{p}");
+    }
+}
+
+#[test]
+fn young_files_wait_for_a_later_pass() {
+    let sshd = Sshd::start_default();
+    let mut tree = RemoteTree::new();
+    one_session(&mut tree);
+    let fresh = tree.add_file(
+        &format!(
+            "{}/X_spatLog_06102021_000000.csv",
+            session_name("X", stamp(10))
+        ),
+        b"x\n",
+    );
+    tree.make_fresh(&fresh.rel);
+    let mut client = Client::new();
+    client.set("min_age = \"10m\"");
+    client.add(Site::new("a", &sshd, &tree), &sshd);
+    let out = client.run();
+    assert_exit(&out, 0);
+    assert_eq!(tree.remaining_files(), vec![fresh.rel.clone()]);
+    assert!(stderr(&out).contains("min_age"), "{}", stderr(&out));
+}
+
+#[test]
+fn not_enough_disk_space_stops_the_intersection_and_keeps_remote_data() {
+    let sshd = Sshd::start_default();
+    let mut tree = RemoteTree::new();
+    one_session(&mut tree);
+    let mut client = Client::new();
+    client.set("min_free_space = \"1000TiB\"");
+    client.add(Site::new("a", &sshd, &tree), &sshd);
+    let out = client.run();
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("not enough free disk space"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(tree.remaining_files().len(), tree.manifest().len());
+}
+
+#[test]
+fn a_trickling_peer_is_cut_at_the_intersection_deadline() {
+    let sshd = Sshd::start_default();
+    let mut tree = RemoteTree::new();
+    tree.add_random_file(
+        &format!(
+            "{}/X_spatLog_06092021_000000.csv",
+            session_name("X", stamp(9))
+        ),
+        1 << 20,
+    );
+    let proxy = CutProxy::start_with(
+        sshd.addr(),
+        ProxyOptions {
+            trickle: Some(Trickle {
+                after_bytes_down: 64 << 10,
+                byte_delay: Duration::from_millis(50),
+            }),
+            affected_connections: 100,
+            ..ProxyOptions::default()
+        },
+    );
+    let mut client = Client::new();
+    client
+        .set("intersection_deadline = \"4s\"")
+        .set("io_timeout = \"2s\"");
+    let mut site = Site::new("a", &sshd, &tree);
+    site.port = proxy.addr().port();
+    client
+        .known_hosts
+        .push_str(&sshd.known_hosts_lines_for(&format!("[127.0.0.1]:{}", site.port)));
+    client.add_untrusted(site);
+    let t0 = Instant::now();
+    let out = client.run();
+    assert_exit(&out, 1);
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    assert!(stderr(&out).contains("deadline"), "{}", stderr(&out));
+    assert_eq!(tree.remaining_files().len(), 1);
+}
+
+#[test]
+fn several_intersections_in_parallel_each_land_in_their_folder() {
+    let sshd = Sshd::start_default();
+    let mut trees: Vec<RemoteTree> = (0..5)
+        .map(|i| RemoteTree::with_options(&format!("Coproc{i}"), i))
+        .collect();
+    let mut client = Client::new();
+    client.set("parallel_intersections = 2");
+    for (i, t) in trees.iter_mut().enumerate() {
+        t.add_session(&format!("Coproc{i}"), stamp(9), 1, 1_000..=8_000);
+        client.add_untrusted(Site::new(&format!("ix-{i}"), &sshd, t));
+    }
+    client.known_hosts = sshd.known_hosts_lines();
+    assert_exit(&client.run(), 0);
+    for (i, t) in trees.iter().enumerate() {
+        assert_landed(&client.data_dir(), &format!("ix-{i}"), &t.manifest());
+        assert!(t.remaining_files().is_empty());
+    }
 }

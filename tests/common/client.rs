@@ -69,7 +69,10 @@ pub struct Client {
 impl Client {
     pub fn new() -> Client {
         Client {
-            dir: tempfile::Builder::new().prefix("v2x-client-").tempdir().expect("tempdir"),
+            dir: tempfile::Builder::new()
+                .prefix("v2x-client-")
+                .tempdir()
+                .expect("tempdir"),
             sites: Vec::new(),
             known_hosts: String::new(),
             // Fixture files are an hour old; tests that care set min_age.
@@ -96,8 +99,14 @@ impl Client {
     }
 
     pub fn set(&mut self, transfer_line: &str) -> &mut Self {
-        let key = transfer_line.split('=').next().unwrap_or("").trim().to_string();
-        self.transfer.retain(|l| l.split('=').next().unwrap_or("").trim() != key);
+        let key = transfer_line
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        self.transfer
+            .retain(|l| l.split('=').next().unwrap_or("").trim() != key);
         self.transfer.push(transfer_line.into());
         self
     }
@@ -121,9 +130,21 @@ impl Client {
     /// The TOML text of the config.
     pub fn config_text(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "data_directory = {:?}", self.data_dir().display().to_string());
-        let _ = writeln!(s, "state_directory = {:?}", self.state_dir().display().to_string());
-        let _ = writeln!(s, "known_hosts = {:?}", self.known_hosts_path().display().to_string());
+        let _ = writeln!(
+            s,
+            "data_directory = {:?}",
+            self.data_dir().display().to_string()
+        );
+        let _ = writeln!(
+            s,
+            "state_directory = {:?}",
+            self.state_dir().display().to_string()
+        );
+        let _ = writeln!(
+            s,
+            "known_hosts = {:?}",
+            self.known_hosts_path().display().to_string()
+        );
         let _ = writeln!(s, "\n[transfer]");
         for l in &self.transfer {
             let _ = writeln!(s, "{l}");
@@ -148,7 +169,11 @@ impl Client {
                     }
                 }
             }
-            let _ = writeln!(s, "v2x_data_location = {:?}", site.location.display().to_string());
+            let _ = writeln!(
+                s,
+                "v2x_data_location = {:?}",
+                site.location.display().to_string()
+            );
             for l in &site.extra {
                 let _ = writeln!(s, "{l}");
             }
@@ -160,7 +185,8 @@ impl Client {
     pub fn write(&self) {
         use std::os::unix::fs::PermissionsExt;
         std::fs::write(self.config_path(), self.config_text()).expect("write config");
-        std::fs::set_permissions(self.config_path(), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::fs::set_permissions(self.config_path(), std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
         std::fs::write(self.known_hosts_path(), &self.known_hosts).expect("write known_hosts");
     }
 
@@ -176,7 +202,8 @@ impl Client {
 
     /// The state file's JSON after a run.
     pub fn state(&self) -> Value {
-        let text = std::fs::read_to_string(self.state_dir().join("last-run.json")).expect("state file");
+        let text =
+            std::fs::read_to_string(self.state_dir().join("last-run.json")).expect("state file");
         serde_json::from_str(&text).expect("state JSON")
     }
 
