@@ -24,6 +24,7 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod fault;
 pub mod known_hosts;
 pub mod landing;
 pub mod logging;

@@ -28,6 +28,7 @@ use tracing::{error, info, warn};
 use crate::classify::classify;
 use crate::config::{Config, Intersection};
 use crate::error::Disposition;
+use crate::fault;
 use crate::known_hosts::KnownHosts;
 use crate::landing::{self, Identity, Landed, Lander, LandingError};
 use crate::remote::{self, Entry, Interrupter, Kind, Remote, RemoteError};
@@ -365,6 +366,7 @@ impl<'a> IntersectionRun<'a> {
                 let entries = remote.list(&path)?;
                 let left = self.walk_entries(remote, &path, &rel, entries, depth + 1)?;
                 if left == Left::Gone {
+                    fault::point("before-rmdir");
                     // The server refuses a folder that is not empty, so a
                     // file that appeared since the listing is never lost.
                     match remote.remove_dir(&path) {
@@ -481,6 +483,7 @@ impl<'a> IntersectionRun<'a> {
                 return Ok(Left::Kept);
             }
         }
+        fault::point("before-commit");
         let landed = match partial.commit() {
             Ok(l) => l,
             Err(e) if e.disposition() == Disposition::SkipFile => {
@@ -499,8 +502,10 @@ impl<'a> IntersectionRun<'a> {
             already_present = landed.already_present,
             "landed"
         );
+        fault::point("after-commit");
         match delete_remote(remote, &landed, path) {
             Ok(()) => {
+                fault::point("after-delete");
                 self.report.files += 1;
                 self.report.bytes += landed.bytes;
                 self.report.already_present += u64::from(landed.already_present);

@@ -44,11 +44,23 @@ fn valid(kh: &str, extra_top: &str, extra_transfer: &str, extra_ix: &str) -> Str
 fn unknown_keys_are_errors_naming_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let kh = known_hosts(dir.path());
-    let c = write(dir.path(), "typo-top.toml", &valid(&kh, "data_dir = \"/x\"", "", ""));
+    let c = write(
+        dir.path(),
+        "typo-top.toml",
+        &valid(&kh, "data_dir = \"/x\"", "", ""),
+    );
     assert_config_error(&c, &["typo-top.toml:3: data_dir"]);
-    let c = write(dir.path(), "typo-transfer.toml", &valid(&kh, "", "retry = 3", ""));
+    let c = write(
+        dir.path(),
+        "typo-transfer.toml",
+        &valid(&kh, "", "retry = 3", ""),
+    );
     assert_config_error(&c, &["typo-transfer.toml:5: transfer.retry"]);
-    let c = write(dir.path(), "typo-ix.toml", &valid(&kh, "", "", "pasword = \"x\""));
+    let c = write(
+        dir.path(),
+        "typo-ix.toml",
+        &valid(&kh, "", "", "pasword = \"x\""),
+    );
     assert_config_error(&c, &["typo-ix.toml:13: intersections[0].pasword"]);
 }
 
@@ -57,17 +69,32 @@ fn contract_config_errors() {
     let dir = tempfile::tempdir().unwrap();
     let kh = known_hosts(dir.path());
     let rel = valid(&kh, "", "", "").replace("\"/tmp/v2x-cli-test-data\"", "\"data\"");
-    assert_config_error(&write(dir.path(), "rel.toml", &rel), &["data_directory", "absolute", ":1"]);
+    assert_config_error(
+        &write(dir.path(), "rel.toml", &rel),
+        &["data_directory", "absolute", ":1"],
+    );
     let empty = format!("data_directory = \"/d\"\nknown_hosts = {kh:?}\nintersections = []\n");
     assert_config_error(&write(dir.path(), "empty.toml", &empty), &["intersections"]);
     let missing_kh = valid("/nonexistent/known_hosts", "", "", "");
-    assert_config_error(&write(dir.path(), "kh.toml", &missing_kh), &["known_hosts", "ssh-keyscan"]);
+    assert_config_error(
+        &write(dir.path(), "kh.toml", &missing_kh),
+        &["known_hosts", "ssh-keyscan"],
+    );
     let two_auth = valid(&kh, "", "", "password_file = \"/etc/pw\"");
-    assert_config_error(&write(dir.path(), "auth.toml", &two_auth), &["intersections[0]", "password"]);
+    assert_config_error(
+        &write(dir.path(), "auth.toml", &two_auth),
+        &["intersections[0]", "password"],
+    );
     let bad_name = valid(&kh, "", "", "").replace("name = \"a\"", "name = \"../up\"");
-    assert_config_error(&write(dir.path(), "name.toml", &bad_name), &["intersections[0].name"]);
+    assert_config_error(
+        &write(dir.path(), "name.toml", &bad_name),
+        &["intersections[0].name"],
+    );
     let bad_duration = valid(&kh, "", "io_timeout = \"soon\"", "");
-    assert_config_error(&write(dir.path(), "dur.toml", &bad_duration), &["transfer.io_timeout"]);
+    assert_config_error(
+        &write(dir.path(), "dur.toml", &bad_duration),
+        &["transfer.io_timeout"],
+    );
 }
 
 #[test]
@@ -115,7 +142,10 @@ fn garbage_configs_never_panic() {
 fn usage_errors_exit_2() {
     let out = Command::new(bin()).arg("no-such-command").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = Command::new(bin()).args(["run", "--bogus"]).output().unwrap();
+    let out = Command::new(bin())
+        .args(["run", "--bogus"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -123,7 +153,12 @@ fn usage_errors_exit_2() {
 fn legacy_json_runs_as_is_and_imports_to_equivalent_toml() {
     let sshd = Sshd::start_default();
     let mut tree = RemoteTree::new();
-    tree.add_session(DEFAULT_COPROC_NAME, Stamp::new(2021, 6, 9, 0, 0, 0), 1, 1_000..=3_000);
+    tree.add_session(
+        DEFAULT_COPROC_NAME,
+        Stamp::new(2021, 6, 9, 0, 0, 0),
+        1,
+        1_000..=3_000,
+    );
     let dir = tempfile::tempdir().unwrap();
     // The seed's file as it is, with a relative data directory.
     let json = format!(
@@ -131,17 +166,30 @@ fn legacy_json_runs_as_is_and_imports_to_equivalent_toml() {
         tree.v2x_data_location().display().to_string()
     );
     let legacy = write(dir.path(), "v2x-data-sftp-client-config.json", &json);
-    let out = Command::new(bin()).arg("import-legacy-config").arg(&legacy).output().unwrap();
+    let out = Command::new(bin())
+        .arg("import-legacy-config")
+        .arg(&legacy)
+        .output()
+        .unwrap();
     assert_exit(&out, 0);
     let toml = stdout(&out);
     let data = dir.path().canonicalize().unwrap().join("data");
-    assert!(toml.contains(&format!("data_directory = {:?}", data.display().to_string())), "{toml}");
+    assert!(
+        toml.contains(&format!(
+            "data_directory = {:?}",
+            data.display().to_string()
+        )),
+        "{toml}"
+    );
     assert!(toml.contains("resolved against"), "{toml}");
     // The legacy file has no port: point the TOML at the fixture's port,
     // and at a known_hosts file (the legacy file cannot name one).
     let kh = write(dir.path(), "known_hosts", &sshd.known_hosts_lines());
     let toml = toml
-        .replace("host = \"127.0.0.1\"", &format!("host = \"127.0.0.1\"\nport = {}", sshd.port()))
+        .replace(
+            "host = \"127.0.0.1\"",
+            &format!("host = \"127.0.0.1\"\nport = {}", sshd.port()),
+        )
         .lines()
         .filter(|l| !l.starts_with("known_hosts"))
         .collect::<Vec<_>>()
@@ -178,5 +226,9 @@ fn status_without_a_pass_says_so() {
     let c = write(dir.path(), "c.toml", &text);
     let out = run_bin(&c, &["status"]);
     assert_exit(&out, 1);
-    assert!(stderr(&out).contains("no pass has run yet"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no pass has run yet"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -17,7 +17,8 @@ fn show_tree(root: &Path) {
 #[test]
 #[ignore = "a demonstration, run by tests/demo"]
 fn demo() {
-    let out_dir = Path::new(&std::env::var("DEMO_DIR").unwrap_or_else(|_| "/tmp/v2x-demo".into())).to_path_buf();
+    let out_dir = Path::new(&std::env::var("DEMO_DIR").unwrap_or_else(|_| "/tmp/v2x-demo".into()))
+        .to_path_buf();
     let _ = std::fs::remove_dir_all(&out_dir);
     std::fs::create_dir_all(&out_dir).unwrap();
 
@@ -28,10 +29,18 @@ fn demo() {
         let sshd = Sshd::start(SshdOptions::default().address(&format!("127.0.0.{}", 11 + i)));
         let mut tree = RemoteTree::with_options(coproc, i as u64);
         for day in 20..23 {
-            tree.add_session(coproc, Stamp::new(2026, 11, day, 0, 0, 0), 1, 20_000..=400_000);
+            tree.add_session(
+                coproc,
+                Stamp::new(2026, 11, day, 0, 0, 0),
+                1,
+                20_000..=400_000,
+            );
         }
         tree.add_zip_session(coproc, Stamp::new(2026, 11, 23, 0, 0, 0), 120_000);
-        client.add(Site::new(&format!("intersection-{}", i + 1), &sshd, &tree), &sshd);
+        client.add(
+            Site::new(&format!("intersection-{}", i + 1), &sshd, &tree),
+            &sshd,
+        );
         servers.push(sshd);
         trees.push(tree);
     }
@@ -42,8 +51,15 @@ fn demo() {
         println!("{} serving {}:", s.addr(), t.archive_dir().display());
         show_tree(&t.archive_dir());
     }
-    println!("\n== config ({})\n{}", client.config_path().display(), client.config_text());
-    println!("== v2x-data-sftp-client --config {} run", client.config_path().display());
+    println!(
+        "\n== config ({})\n{}",
+        client.config_path().display(),
+        client.config_text()
+    );
+    println!(
+        "== v2x-data-sftp-client --config {} run",
+        client.config_path().display()
+    );
     let out = client.run();
     print!("{}", stderr(&out));
     println!("exit status: {:?}", out.status.code());
@@ -66,9 +82,16 @@ fn demo() {
         .unwrap();
     assert!(status.success());
     std::fs::copy(client.config_path(), out_dir.join("config.toml")).unwrap();
-    println!("\nlanded data copied to {} (the simulated servers are gone now)", keep.display());
+    println!(
+        "\nlanded data copied to {} (the simulated servers are gone now)",
+        keep.display()
+    );
     assert_exit(&out, 0);
     for (i, t) in trees.iter().enumerate() {
-        assert_landed(&client.data_dir(), &format!("intersection-{}", i + 1), &t.manifest());
+        assert_landed(
+            &client.data_dir(),
+            &format!("intersection-{}", i + 1),
+            &t.manifest(),
+        );
     }
 }
