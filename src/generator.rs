@@ -406,16 +406,9 @@ mod tests {
     }
 
     #[test]
-    fn main_without_arguments_is_a_usage_error_and_with_them_never_fails() {
+    fn main_without_arguments_is_a_usage_error() {
+        // (With arguments, main logs to the journal or /dev/kmsg: not run
+        // here; `generate` above covers that path without logging.)
         assert_eq!(main(&[OsString::from(NAME)]), 2);
-        let dir = tempfile::tempdir().unwrap();
-        // Whatever /etc holds on the test machine, the generator returns 0.
-        let code = main(&[
-            OsString::from(NAME),
-            dir.path().into(),
-            dir.path().into(),
-            dir.path().into(),
-        ]);
-        assert_eq!(code, 0);
     }
 }

@@ -13,10 +13,12 @@
 //! | [`cli`] | the command-line definition |
 //! | [`config`] | the TOML schema, defaults, validation with file/key/line, the legacy JSON import |
 //! | [`known_hosts`] | OpenSSH known_hosts parsing and matching |
-//! | [`remote`] | one SSH/SFTP session: timeouts, host-key check before auth, listing, reading, removal |
+//! | [`remote`] | one SSH session: timeouts, host-key check before auth, authentication |
 //! | [`classify`] | file name → element |
 //! | [`landing`] | the local durable write and the rules that decide when a remote file may go |
-//! | [`pass`] | workers, ordering, retries, cancellation, the per-intersection outcome |
+//! | [`pass`] | workers, retries, deadline, cancellation, the per-intersection outcome |
+//! | [`pipeline`] | one connected intersection: listing, pipelined reads, landing, the delete path |
+//! | [`sftp`] | the SFTP v3 wire protocol over a libssh2 channel |
 //! | [`report`] | the run summary: JSON state file and the `status` table |
 //! | [`logging`] | where log records go |
 
@@ -29,6 +31,8 @@ pub mod known_hosts;
 pub mod landing;
 pub mod logging;
 pub mod pass;
+pub mod pipeline;
 pub mod remote;
 pub mod report;
 pub mod secret;
+pub mod sftp;

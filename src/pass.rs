@@ -1,12 +1,9 @@
 //! One transfer pass: a bounded pool of workers, one intersection each.
 //!
-//! Per intersection: connect (retrying connection failures with backoff),
-//! list `archive/`, and take every entry oldest first: regular files directly
-//! in it (zipped sessions) and closed session folders, recursively. Each file
-//! is classified, landed ([`crate::landing`]) and only then removed remotely
-//! by [`delete_remote`], the one place in the program that deletes a remote
-//! file. A folder is removed once everything in it is gone; `archive/`
-//! itself never is, and nothing outside it is ever touched.
+//! Per intersection: connect (retrying connection failures with backoff,
+//! resuming what an earlier attempt left), then hand the session to
+//! [`crate::pipeline`], which lists `archive/` and takes every entry oldest
+//! first, landing each file before it deletes it remotely.
 //!
 //! Three bounds keep one coprocessor from holding up the night: the
 //! connect timeout, the per-call I/O timeout, and the intersection's
@@ -17,7 +14,7 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
@@ -25,20 +22,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{error, info, warn};
 
-use crate::classify::classify;
 use crate::config::{Config, Intersection};
 use crate::error::Disposition;
-use crate::fault;
 use crate::known_hosts::KnownHosts;
-use crate::landing::{self, Identity, Landed, Lander, LandingError};
-use crate::remote::{self, Entry, Interrupter, Kind, Remote, RemoteError};
-use crate::report::{IntersectionReport, Outcome, RunReport, Skipped};
-
-/// How deep session folders are followed below `archive/`.
-const MAX_DEPTH: usize = 8;
-/// Read size: libssh2 keeps about four reads' worth of requests in flight,
-/// so large reads are what make a single SFTP stream fast.
-const READ_SIZE: usize = 1 << 20;
+use crate::landing::{self, Lander};
+use crate::pipeline::{Ctx, Engine, Stop};
+use crate::remote::{self, Interrupter, Remote};
+use crate::report::{IntersectionReport, Outcome, RunReport};
 
 /// Running totals for progress reports (systemd STATUS, a terminal).
 #[derive(Debug, Default)]
@@ -161,31 +151,6 @@ impl IntersectionReport {
     }
 }
 
-/// Why the walk of an intersection stopped early.
-enum Stop {
-    /// The session broke: reconnect and walk again.
-    Reconnect(String),
-    /// Nothing more can be done this pass.
-    Fatal(String),
-    Cancelled,
-}
-
-impl From<RemoteError> for Stop {
-    fn from(e: RemoteError) -> Stop {
-        match e.disposition() {
-            Disposition::Reconnect => Stop::Reconnect(e.to_string()),
-            _ => Stop::Fatal(e.to_string()),
-        }
-    }
-}
-
-/// Whether an entry is gone from the remote side after we handled it.
-#[derive(PartialEq, Eq)]
-enum Left {
-    Gone,
-    Kept,
-}
-
 struct IntersectionRun<'a> {
     config: &'a Config,
     known: &'a KnownHosts,
@@ -236,8 +201,11 @@ impl<'a> IntersectionRun<'a> {
                 break Err(self.deadline_stop());
             }
             let result = remote::connect(self.ix, self.known, t, &|i| self.watchdog.watch(i))
-                .map_err(Stop::from)
-                .and_then(|remote| self.walk(&remote));
+                .map_err(|e| match e.disposition() {
+                    Disposition::Reconnect => Stop::Reconnect(e.to_string()),
+                    _ => Stop::Fatal(e.to_string()),
+                })
+                .and_then(|mut remote| self.transfer(&mut remote));
             let why = match result {
                 Err(Stop::Reconnect(why)) => why,
                 other => break other,
@@ -257,10 +225,8 @@ impl<'a> IntersectionRun<'a> {
             }
             let wait = t.retry_backoff.saturating_mul(1 << (attempt - 1).min(10));
             warn!(intersection = %name, attempt, retry_in = ?wait, "{why}; retrying");
-            if !self.watchdog.sleep(wait) {
-                // Woken by cancellation or the deadline; the loop top says which.
-                continue;
-            }
+            // Woken early by cancellation or the deadline: the loop top says which.
+            self.watchdog.sleep(wait);
         };
         match outcome {
             Ok(()) => {}
@@ -301,277 +267,26 @@ impl<'a> IntersectionRun<'a> {
         ))
     }
 
-    /// Takes everything in `archive/`, oldest first.
-    fn walk(&mut self, remote: &Remote) -> Result<(), Stop> {
-        let archive = Path::new(&self.ix.v2x_data_location).join("archive");
-        let entries = remote.list(&archive).map_err(|e| match e.disposition() {
-            Disposition::Reconnect => Stop::Reconnect(e.to_string()),
-            _ => Stop::Fatal(format!(
-                "{e} (check v2x_data_location: it must hold an archive/ folder)"
-            )),
-        })?;
+    /// One connected attempt: everything in `archive/`.
+    fn transfer(&mut self, remote: &mut Remote) -> Result<(), Stop> {
         // Created here, not by the package alone: a data_directory moved in
         // the config starts empty, and min_free_space guards the disk it is on.
         landing::create_dir_durably(&self.data_root).map_err(|e| Stop::Fatal(e.to_string()))?;
-        self.walk_entries(remote, &archive, Path::new(""), entries, 0)?;
-        Ok(())
-    }
-
-    /// Handles `entries` of the folder `dir` (`rel` relative to `archive/`);
-    /// returns whether every one of them is gone.
-    fn walk_entries(
-        &mut self,
-        remote: &Remote,
-        dir: &Path,
-        rel: &Path,
-        mut entries: Vec<Entry>,
-        depth: usize,
-    ) -> Result<Left, Stop> {
-        entries.sort_by(|a, b| (a.mtime, &a.name).cmp(&(b.mtime, &b.name)));
-        let mut all_gone = true;
-        for entry in entries {
-            if self.control.cancel.load(Ordering::SeqCst) {
-                return Err(Stop::Cancelled);
-            }
-            let left = self.entry(remote, dir, rel, &entry, depth)?;
-            all_gone &= left == Left::Gone;
-        }
-        Ok(if all_gone { Left::Gone } else { Left::Kept })
-    }
-
-    fn entry(
-        &mut self,
-        remote: &Remote,
-        dir: &Path,
-        rel: &Path,
-        entry: &Entry,
-        depth: usize,
-    ) -> Result<Left, Stop> {
-        if !landing::is_plain_name(&entry.name) {
-            self.skip(&rel.join(&entry.name), "not a plain file name (empty, dot, hidden, too long, or with control characters); left alone");
-            return Ok(Left::Kept);
-        }
-        let path = dir.join(&entry.name);
-        let rel = rel.join(&entry.name);
-        match entry.kind {
-            Kind::File => self.file(remote, &path, &rel, entry),
-            Kind::Dir if depth >= MAX_DEPTH => {
-                self.skip(
-                    &rel,
-                    &format!("folder nested deeper than {MAX_DEPTH} levels; left alone"),
-                );
-                Ok(Left::Kept)
-            }
-            Kind::Dir => {
-                let entries = remote.list(&path)?;
-                let left = self.walk_entries(remote, &path, &rel, entries, depth + 1)?;
-                if left == Left::Gone {
-                    fault::point("before-rmdir");
-                    // The server refuses a folder that is not empty, so a
-                    // file that appeared since the listing is never lost.
-                    match remote.remove_dir(&path) {
-                        Ok(()) => {
-                            info!(intersection = %self.ix.name, remote_path = %path.display(), "removed emptied folder")
-                        }
-                        Err(e) => {
-                            warn!(intersection = %self.ix.name, remote_path = %path.display(), "{e}; left for a later pass");
-                            return Ok(Left::Kept);
-                        }
-                    }
-                }
-                Ok(left)
-            }
-            Kind::Symlink => {
-                self.skip(&rel, "symbolic link; never followed, pulled or deleted");
-                Ok(Left::Kept)
-            }
-            Kind::Other => {
-                self.skip(
-                    &rel,
-                    "not a regular file or folder (device, FIFO, socket); left alone",
-                );
-                Ok(Left::Kept)
-            }
-        }
-    }
-
-    fn skip(&mut self, rel: &Path, reason: &str) {
-        let shown = escape(rel.as_os_str());
-        warn!(intersection = %self.ix.name, remote_path = %shown, "skipped: {reason}");
-        self.report.skipped.push(Skipped {
-            path: shown,
-            reason: reason.to_string(),
-        });
-    }
-
-    fn file_error(&mut self, path: &Path, why: String) {
-        error!(intersection = %self.ix.name, remote_path = %escape(path.as_os_str()), "{why}");
-        self.report
-            .errors
-            .push(format!("{}: {why}", escape(path.as_os_str())));
-    }
-
-    /// Pulls one file and, once it is landed, deletes the remote copy.
-    fn file(
-        &mut self,
-        remote: &Remote,
-        path: &Path,
-        rel: &Path,
-        entry: &Entry,
-    ) -> Result<Left, Stop> {
-        let t = &self.config.transfer;
-        let age = unix(SystemTime::now()).saturating_sub(entry.mtime);
-        if Duration::from_secs(age) < t.min_age {
-            self.skip(
-                rel,
-                &format!(
-                    "modified {age} s ago, younger than transfer.min_age ({}); taken by a later pass",
-                    humantime::format_duration(t.min_age)
-                ),
-            );
-            return Ok(Left::Kept);
-        }
-        let element = classify(
-            &String::from_utf8_lossy(entry.name.as_bytes()),
-            &self.config.elements,
-        );
-        let target_dir = match element {
-            Some(el) => self.data_root.join(el),
-            None => self.data_root.clone(),
+        let ctx = Ctx {
+            ix: self.ix,
+            config: self.config,
+            control: self.control,
+            progress: self.progress,
+            data_root: &self.data_root,
         };
-        self.check_free_space(entry.size)?;
-        let id = Identity {
-            size: entry.size,
-            mtime: entry.mtime,
-        };
-        let mut partial = self
-            .lander
-            .open(&target_dir, &entry.name, id)
-            .map_err(|e| self.landing_stop(path, e))?;
-        let resumed = partial.offset();
-        if partial.offset() < entry.size || entry.size == 0 {
-            let mut rf = match remote.open_at(path, partial.offset()) {
-                Ok(f) => f,
-                Err(e) => return self.remote_file_error(path, e),
-            };
-            let mut buf = vec![0u8; READ_SIZE];
-            loop {
-                if self.control.cancel.load(Ordering::SeqCst) {
-                    return Err(Stop::Cancelled);
-                }
-                let n = rf.read(&mut buf).map_err(Stop::from)?;
-                if n == 0 {
-                    break;
-                }
-                partial
-                    .write(&buf[..n])
-                    .map_err(|e| self.landing_stop(path, e))?;
-                if partial.offset() > entry.size {
-                    break; // grew while being read: caught below
-                }
-            }
-            let after = rf.fstat().map_err(Stop::from)?;
-            if after.size != entry.size
-                || after.mtime != entry.mtime
-                || partial.offset() != entry.size
-            {
-                partial.discard();
-                self.skip(
-                    rel,
-                    "changed while being read; not deleted, taken whole by a later pass",
-                );
-                return Ok(Left::Kept);
-            }
+        // Skipped entries are listed again on a reconnect; report them once.
+        let skipped_before = self.report.skipped.len();
+        let result = Engine::new(&ctx, remote.channel(), &mut self.lander, &mut self.report).run();
+        if matches!(result, Err(Stop::Reconnect(_))) {
+            self.report.skipped.truncate(skipped_before);
         }
-        fault::point("before-commit");
-        let landed = match partial.commit() {
-            Ok(l) => l,
-            Err(e) if e.disposition() == Disposition::SkipFile => {
-                self.file_error(path, format!("{e}; left on the coprocessor"));
-                return Ok(Left::Kept);
-            }
-            Err(e) => return Err(self.landing_stop(path, e)),
-        };
-        self.report.resumed_bytes += resumed;
-        info!(
-            intersection = %self.ix.name,
-            remote_path = %path.display(),
-            local_path = %landed.path.display(),
-            bytes = landed.bytes,
-            resumed_from = resumed,
-            already_present = landed.already_present,
-            "landed"
-        );
-        fault::point("after-commit");
-        match delete_remote(remote, &landed, path) {
-            Ok(()) => {
-                fault::point("after-delete");
-                self.report.files += 1;
-                self.report.bytes += landed.bytes;
-                self.report.already_present += u64::from(landed.already_present);
-                self.progress.files.fetch_add(1, Ordering::Relaxed);
-                self.progress
-                    .bytes
-                    .fetch_add(landed.bytes, Ordering::Relaxed);
-                (self.control.on_progress)(self.progress);
-                Ok(Left::Gone)
-            }
-            Err(e) if e.disposition() == Disposition::Reconnect => Err(Stop::from(e)),
-            Err(e) => {
-                self.file_error(
-                    path,
-                    format!(
-                        "landed at {:?} but could not be removed remotely: {e}",
-                        landed.path
-                    ),
-                );
-                Ok(Left::Kept)
-            }
-        }
+        result
     }
-
-    fn check_free_space(&self, need: u64) -> Result<(), Stop> {
-        let min = self.config.transfer.min_free_bytes;
-        let probe = &self.config.data_directory;
-        match landing::free_bytes(probe) {
-            Ok(free) if free < need.saturating_add(min) => Err(Stop::Fatal(format!(
-                "not enough free disk space in {}: {} free, the next file needs {} and transfer.min_free_space keeps {} free; \
-                 stopped this intersection, its remote data is kept. Free space or lower transfer.min_free_space",
-                probe.display(),
-                crate::report::human_bytes(free),
-                crate::report::human_bytes(need),
-                crate::report::human_bytes(min),
-            ))),
-            Ok(_) => Ok(()),
-            Err(e) => Err(Stop::Fatal(format!(
-                "cannot check free space of {}: {e}",
-                probe.display()
-            ))),
-        }
-    }
-
-    /// A local write, fsync or rename failed: the disk is full or failing,
-    /// and every further file would fail the same way.
-    fn landing_stop(&self, path: &Path, e: LandingError) -> Stop {
-        Stop::Fatal(format!("{}: {e}", escape(path.as_os_str())))
-    }
-
-    fn remote_file_error(&mut self, path: &Path, e: RemoteError) -> Result<Left, Stop> {
-        match e.disposition() {
-            Disposition::SkipFile => {
-                self.file_error(path, format!("{e}; left on the coprocessor"));
-                Ok(Left::Kept)
-            }
-            _ => Err(Stop::from(e)),
-        }
-    }
-}
-
-/// The only place that deletes a remote file. It takes a [`Landed`], which
-/// only [`landing::Partial::commit`] makes, after the local copy was
-/// verified against the remote size and fsynced together with its folder.
-fn delete_remote(remote: &Remote, _proof: &Landed, path: &Path) -> Result<(), RemoteError> {
-    remote.remove_file(path)
 }
 
 /// Printable form of a remote name: control characters and invalid UTF-8

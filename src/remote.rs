@@ -17,19 +17,18 @@
 //! safe to use is decided by the caller ([`crate::landing::is_plain_name`]).
 
 use std::ffi::OsString;
-use std::io::{self, Read};
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ssh2::{ErrorCode, FileStat, HostKeyType, MethodType, Session, Sftp};
+use ssh2::{HostKeyType, MethodType, Session};
 
 use crate::config::{Auth, Intersection, Transfer};
 use crate::error::Disposition;
 use crate::known_hosts::{self, KnownHosts, Verdict};
-
-/// libssh2's "no more entries" from `readdir`.
-const LIBSSH2_ERROR_FILE: i32 = -16;
+use crate::sftp::{Attrs, Response, SftpChannel, SftpError, status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -53,14 +52,17 @@ pub enum RemoteError {
     },
     #[error("cannot read {path}: {source} (check its owner and mode)")]
     SecretFile { path: PathBuf, source: io::Error },
-    #[error("SFTP {op} {path:?}: {source}")]
-    Sftp {
+    /// The server answered a request about `path` with an error status.
+    #[error("SFTP {op} {path:?}: {detail}")]
+    Refused {
         op: &'static str,
         path: PathBuf,
-        source: ssh2::Error,
+        code: Option<u32>,
+        detail: String,
     },
-    #[error("reading {path:?}: {source}")]
-    Read { path: PathBuf, source: io::Error },
+    /// The SSH channel or connection broke.
+    #[error("SFTP session: {0}")]
+    Session(#[from] SftpError),
 }
 
 impl RemoteError {
@@ -70,16 +72,12 @@ impl RemoteError {
             RemoteError::Resolve { .. }
             | RemoteError::Connect { .. }
             | RemoteError::Handshake { .. }
-            | RemoteError::Read { .. } => Disposition::Reconnect,
+            | RemoteError::Session(_) => Disposition::Reconnect,
             RemoteError::HostKey(_) | RemoteError::Auth { .. } | RemoteError::SecretFile { .. } => {
                 Disposition::StopIntersection
             }
-            RemoteError::Sftp { source, .. } => match source.code() {
-                // The server answered with a status about this path: the
-                // session is fine, the file is not.
-                ErrorCode::SFTP(_) => Disposition::SkipFile,
-                ErrorCode::Session(_) => Disposition::Reconnect,
-            },
+            // The server answered about this path: the session is fine, the file is not.
+            RemoteError::Refused { .. } => Disposition::SkipFile,
         }
     }
 }
@@ -105,7 +103,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn from_stat(name: OsString, stat: &FileStat) -> Entry {
+    fn from_attrs(name: OsString, stat: &Attrs) -> Entry {
         let kind = match stat.perm.map(|p| p & 0o170000) {
             Some(0o100000) => Kind::File,
             Some(0o040000) => Kind::Dir,
@@ -116,7 +114,7 @@ impl Entry {
             name,
             kind,
             size: stat.size.unwrap_or(0),
-            mtime: stat.mtime.unwrap_or(0),
+            mtime: u64::from(stat.mtime.unwrap_or(0)),
         }
     }
 }
@@ -124,7 +122,7 @@ impl Entry {
 /// An authenticated SFTP session.
 pub struct Remote {
     // Field order matters for drop: the SFTP channel closes before the session.
-    sftp: Sftp,
+    sftp: SftpChannel,
     _session: Session,
     socket: TcpStream,
 }
@@ -179,11 +177,7 @@ pub fn connect(
     authenticate(&session, ix, &display)?;
 
     session.set_timeout(millis(transfer.io_timeout));
-    let sftp = session.sftp().map_err(|source| RemoteError::Sftp {
-        op: "start",
-        path: PathBuf::from("(subsystem)"),
-        source,
-    })?;
+    let sftp = SftpChannel::start(&session)?;
     Ok(Remote {
         sftp,
         _session: session,
@@ -315,106 +309,60 @@ impl Remote {
         Ok(Interrupter(self.socket.try_clone()?))
     }
 
+    /// The SFTP channel, for pipelined use ([`crate::pipeline`]).
+    pub fn channel(&mut self) -> &mut SftpChannel {
+        &mut self.sftp
+    }
+
     /// Every entry of `dir` but `.` and `..`, with lstat attributes (OpenSSH's
-    /// sftp-server does not follow symlinks in READDIR).
-    pub fn list(&self, dir: &Path) -> Result<Vec<Entry>, RemoteError> {
-        let sftp_err = |op, source| RemoteError::Sftp {
-            op,
-            path: dir.to_path_buf(),
-            source,
+    /// sftp-server does not follow symlinks in READDIR). One request at a
+    /// time: for tools, not for the pass.
+    pub fn list(&mut self, dir: &Path) -> Result<Vec<Entry>, RemoteError> {
+        let id = self.sftp.send_opendir(dir.as_os_str().as_bytes());
+        let handle = match self.sftp.call(id)? {
+            Response::Handle(h) => h,
+            r => return Err(refused("opendir", dir, &r)),
         };
-        let mut handle = self.sftp.opendir(dir).map_err(|e| sftp_err("opendir", e))?;
         let mut entries = Vec::new();
         loop {
-            match handle.readdir() {
-                Ok((name, stat)) => {
-                    let name = name.into_os_string();
-                    if name == "." || name == ".." {
-                        continue;
+            let id = self.sftp.send_readdir(&handle);
+            match self.sftp.call(id)? {
+                Response::Name(names) => {
+                    for n in names {
+                        if n.name != b"." && n.name != b".." {
+                            entries.push(Entry::from_attrs(OsString::from_vec(n.name), &n.attrs));
+                        }
                     }
-                    entries.push(Entry::from_stat(name, &stat));
                 }
-                Err(e) if e.code() == ErrorCode::Session(LIBSSH2_ERROR_FILE) => break,
-                Err(e) => return Err(sftp_err("readdir", e)),
+                Response::Status {
+                    code: status::EOF, ..
+                } => break,
+                r => return Err(refused("readdir", dir, &r)),
             }
         }
+        let id = self.sftp.send_close(&handle);
+        self.sftp.call(id)?;
         Ok(entries)
     }
 
     /// Attributes of `path` itself (a symlink is reported as one).
-    pub fn lstat(&self, path: &Path) -> Result<Entry, RemoteError> {
-        let stat = self.sftp.lstat(path).map_err(|source| RemoteError::Sftp {
-            op: "lstat",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Ok(Entry::from_stat(OsString::new(), &stat))
-    }
-
-    /// Opens `path` for reading from `offset`.
-    pub fn open_at(&self, path: &Path, offset: u64) -> Result<RemoteFile, RemoteError> {
-        let mut file = self.sftp.open(path).map_err(|source| RemoteError::Sftp {
-            op: "open",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        if offset > 0 {
-            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset)).map_err(|source| {
-                RemoteError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?;
+    pub fn lstat(&mut self, path: &Path) -> Result<Entry, RemoteError> {
+        let id = self.sftp.send_lstat(path.as_os_str().as_bytes());
+        match self.sftp.call(id)? {
+            Response::Attrs(a) => Ok(Entry::from_attrs(OsString::new(), &a)),
+            r => Err(refused("lstat", path, &r)),
         }
-        Ok(RemoteFile {
-            file,
-            path: path.to_path_buf(),
-        })
-    }
-
-    /// Removes a remote file. Called only by the pass's delete path, after
-    /// the local copy is durable.
-    pub fn remove_file(&self, path: &Path) -> Result<(), RemoteError> {
-        self.sftp.unlink(path).map_err(|source| RemoteError::Sftp {
-            op: "remove",
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-
-    /// Removes an empty remote folder (the server refuses a non-empty one).
-    pub fn remove_dir(&self, path: &Path) -> Result<(), RemoteError> {
-        self.sftp.rmdir(path).map_err(|source| RemoteError::Sftp {
-            op: "rmdir",
-            path: path.to_path_buf(),
-            source,
-        })
     }
 }
 
-/// An open remote file.
-pub struct RemoteFile {
-    file: ssh2::File,
-    path: PathBuf,
-}
-
-impl RemoteFile {
-    /// Reads into `buf`; 0 means end of file.
-    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, RemoteError> {
-        self.file.read(buf).map_err(|source| RemoteError::Read {
-            path: self.path.clone(),
-            source,
-        })
-    }
-
-    /// Attributes through the open handle, to see whether the file changed
-    /// while it was read.
-    pub fn fstat(&mut self) -> Result<Entry, RemoteError> {
-        let stat = self.file.stat().map_err(|source| RemoteError::Sftp {
-            op: "fstat",
-            path: self.path.clone(),
-            source,
-        })?;
-        Ok(Entry::from_stat(OsString::new(), &stat))
+fn refused(op: &'static str, path: &Path, r: &Response) -> RemoteError {
+    RemoteError::Refused {
+        op,
+        path: path.to_path_buf(),
+        code: match r {
+            Response::Status { code, .. } => Some(*code),
+            _ => None,
+        },
+        detail: r.describe(),
     }
 }

@@ -59,7 +59,11 @@ fi
 
 command -v debootstrap >/dev/null || {
     log "installing debootstrap"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq debootstrap >/dev/null 2>&1 || {
+        apt-get update -qq >/dev/null
+        apt-get install -y -qq debootstrap >/dev/null
+    }
 }
 mirror=$(mirror_from_apt_sources) || { log "no '$SUITE' mirror found in /etc/apt/sources*"; exit 1; }
 log "debootstrap $SUITE from the mirror in this machine's apt sources ($PACKAGES)"
@@ -83,5 +87,9 @@ rm -rf "$tmp/root/var/cache/apt/archives/"*.deb
 touch "$tmp/root/.v2x-e2e-complete"
 rm -rf "$dest"
 mv "$tmp/root" "$dest"
+# Trees of older recipes are dead weight.
+for old in "$CACHE"/rootfs-"$SUITE"-*; do
+    [ "$old" = "$dest" ] || rm -rf "$old"
+done
 log "built: $dest"
 echo "$dest"
