@@ -34,18 +34,59 @@ pub enum Command {
         /// Only these intersections (by name; repeatable).
         #[arg(long, value_name = "NAME")]
         only: Vec<String>,
+        /// Connect and list only, then print what would land where and
+        /// what would be deleted. Nothing is created, written or removed on
+        /// either side, and the state file and metrics are left as they were.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Validate the config and say what is wrong, with file, key and line.
-    CheckConfig,
+    CheckConfig {
+        /// Also try every intersection (in parallel): reachability, host key,
+        /// authentication and the archive folder, one line each with what to
+        /// fix. Reads and deletes nothing. Exit 1 if any intersection fails.
+        #[arg(long)]
+        connect: bool,
+        /// With --connect: only these intersections (by name; repeatable).
+        #[arg(long, value_name = "NAME", requires = "connect")]
+        only: Vec<String>,
+    },
+    /// Fetch an intersection's SSH host key (handshake only, nothing is
+    /// sent), show its fingerprint and, once confirmed, add it to the
+    /// known_hosts file. A changed key is never replaced: remove the old
+    /// line yourself after finding out why it changed.
+    Trust {
+        /// Intersections by name.
+        #[arg(
+            value_name = "NAME",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        names: Vec<String>,
+        /// Every configured intersection.
+        #[arg(long)]
+        all: bool,
+        /// Add unknown keys without asking (compare the fingerprints first).
+        /// Never replaces a changed key.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
     /// Print on stdout a TOML config equivalent to the legacy JSON file at PATH.
     ImportLegacyConfig {
         /// The Python script's v2x-data-sftp-client-config.json.
         path: PathBuf,
     },
-    /// Show what the last pass did, per intersection.
+    /// Show what the last pass did, per intersection, flagging those with
+    /// no success for longer than status.stale_after. Exit status 0 when
+    /// every intersection's last pass ended ok and none is stale, 1
+    /// otherwise (or before the first pass), 2 for a config error.
     Status {
-        /// Print the state file's JSON instead of a table.
+        /// Print the state file's JSON, with a `stale` flag per
+        /// intersection, instead of a table.
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
 }

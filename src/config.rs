@@ -45,7 +45,15 @@ pub struct Config {
     pub transfer: Transfer,
     /// At least one; names unique.
     pub intersections: Vec<Intersection>,
+    /// `status` flags an intersection whose last success is older than this.
+    pub stale_after: Duration,
+    /// Prometheus node_exporter textfile written after every pass, if set.
+    pub metrics_textfile: Option<PathBuf>,
 }
+
+/// Default of `status.stale_after`: a nightly pass that failed once is not
+/// stale yet, one that failed twice in a row is.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(36 * 3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StartTime {
@@ -446,6 +454,8 @@ pub(crate) struct Draft {
     pub start_time: Option<Item<StartInput>>,
     pub transfer: TransferDraft,
     pub intersections: Option<Item<Vec<IntersectionDraft>>>,
+    pub stale_after: Option<Item<String>>,
+    pub metrics_textfile: Option<Item<PathBuf>>,
 }
 
 impl Draft {
@@ -460,6 +470,8 @@ impl Draft {
             start_time: None,
             transfer: TransferDraft::default(),
             intersections: None,
+            stale_after: None,
+            metrics_textfile: None,
         }
     }
 }
@@ -589,6 +601,20 @@ pub(crate) fn validate(
     let transfer = transfer(&mut r, &draft.transfer);
     let intersections = intersections(&mut r, format, &draft.intersections);
     let known_hosts = known_hosts(&mut r, &draft, checks);
+    let stale_after = match &draft.stale_after {
+        None => Some(DEFAULT_STALE_AFTER),
+        Some(item) => duration(
+            &mut r,
+            item,
+            false,
+            MAX_MIN_AGE,
+            "every intersection would always be stale",
+        ),
+    };
+    let metrics_textfile = match &draft.metrics_textfile {
+        None => Some(None),
+        Some(item) => metrics_textfile(&mut r, item).map(Some),
+    };
 
     if !r.errors.is_empty() {
         // File order; errors without a line (a missing key) go last.
@@ -602,6 +628,8 @@ pub(crate) fn validate(
         elements,
         start_time,
         intersections,
+        stale_after,
+        metrics_textfile,
     ) {
         (
             Some(data_directory),
@@ -610,6 +638,8 @@ pub(crate) fn validate(
             Some(elements),
             Some(start_time),
             Some(intersections),
+            Some(stale_after),
+            Some(metrics_textfile),
         ) => Ok(Config {
             source: file.to_path_buf(),
             data_directory,
@@ -619,6 +649,8 @@ pub(crate) fn validate(
             start_time,
             transfer,
             intersections,
+            stale_after,
+            metrics_textfile,
         }),
         // Every `None` above comes with an error, so this is unreachable;
         // still, never hand out a half-validated config.
@@ -653,6 +685,23 @@ fn absolute_path(r: &mut Report<'_>, item: &Item<PathBuf>) -> Option<PathBuf> {
     } else {
         Some(path.clone())
     }
+}
+
+/// node_exporter's textfile collector reads only `*.prom` files, and only
+/// from its one folder: a typo here would silence monitoring quietly.
+fn metrics_textfile(r: &mut Report<'_>, item: &Item<PathBuf>) -> Option<PathBuf> {
+    let path = absolute_path(r, item)?;
+    if path.extension().and_then(|e| e.to_str()) != Some("prom") {
+        r.at(
+            item,
+            format!(
+                "{path:?} does not end in .prom, so node_exporter's textfile collector would \
+                 never read it; e.g. \"/var/lib/prometheus/node-exporter/v2x_data_sftp_client.prom\""
+            ),
+        );
+        return None;
+    }
+    Some(path)
 }
 
 fn known_hosts(r: &mut Report<'_>, draft: &Draft, checks: Checks) -> Option<PathBuf> {

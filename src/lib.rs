@@ -19,8 +19,14 @@
 //! | [`pass`] | workers, retries, deadline, cancellation, the per-intersection outcome |
 //! | [`pipeline`] | one connected intersection: listing, pipelined reads, landing, the delete path |
 //! | [`sftp`] | the SFTP v3 wire protocol over a libssh2 channel |
-//! | [`report`] | the run summary: JSON state file and the `status` table |
+//! | [`report`] | the run summary: JSON state file and the `status` table (stale flags) |
+//! | [`metrics`] | the Prometheus node_exporter textfile |
 //! | [`logging`] | where log records go |
+//! | [`progress`] | the progress bar of `run` on a terminal |
+//! | [`ops`] | `run --dry-run`, `status` and `trust` as text and exit status |
+//! | [`trust`] | `trust`: fetch a host key, confirm, add it to known_hosts |
+//! | [`plan`] | `run --dry-run`: a listing walk that says what a pass would do |
+//! | [`probe`] | `check-config --connect`: try every intersection, say what to fix |
 
 pub mod classify;
 pub mod cli;
@@ -30,9 +36,15 @@ pub mod fault;
 pub mod known_hosts;
 pub mod landing;
 pub mod logging;
+pub mod metrics;
+pub mod ops;
 pub mod pass;
 pub mod pipeline;
+pub mod plan;
+pub mod probe;
+pub mod progress;
 pub mod remote;
 pub mod report;
 pub mod secret;
 pub mod sftp;
+pub mod trust;

@@ -95,7 +95,7 @@ fn init_fmt(filter: EnvFilter) {
         .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
+                .with_writer(crate::progress::LogWriter)
                 .with_ansi(ansi)
                 .with_target(false),
         )

@@ -8,9 +8,9 @@ use clap::Parser;
 use tracing::{error, info, warn};
 
 use v2x_data_sftp_client::cli::{Cli, Command};
-use v2x_data_sftp_client::config::{self, Config, ConfigErrors};
+use v2x_data_sftp_client::config::{self, Config, ConfigErrors, Intersection};
 use v2x_data_sftp_client::known_hosts::KnownHosts;
-use v2x_data_sftp_client::{logging, pass, report};
+use v2x_data_sftp_client::{logging, metrics, ops, pass, probe, progress, report};
 
 const EXIT_OK: u8 = 0;
 const EXIT_FAILED: u8 = 1;
@@ -20,10 +20,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.verbose);
     ExitCode::from(match &cli.command {
-        Command::Run { only } => run(&cli, only),
-        Command::CheckConfig => check_config(&cli),
+        Command::Run { only, dry_run } => run(&cli, only, *dry_run),
+        Command::CheckConfig { connect, only } => check_config(&cli, *connect, only),
         Command::ImportLegacyConfig { path } => import_legacy(path),
         Command::Status { json } => status(&cli, *json),
+        Command::Trust { names, all, yes } => trust(&cli, names, *all, *yes),
+        Command::Completions { shell } => completions(*shell),
     })
 }
 
@@ -53,36 +55,87 @@ fn load(cli: &Cli) -> Result<(Config, KnownHosts), u8> {
     Ok((config, known))
 }
 
-fn run(cli: &Cli, only: &[String]) -> u8 {
+/// The intersections named by `--only` (or a command's names), all when
+/// `names` is empty; an unknown name is a usage error.
+fn select(config: &Config, names: &[String], flag: &str) -> Result<Vec<Intersection>, u8> {
+    if names.is_empty() {
+        return Ok(config.intersections.clone());
+    }
+    for name in names {
+        if !config.intersections.iter().any(|ix| &ix.name == name) {
+            let known: Vec<&str> = config
+                .intersections
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect();
+            eprintln!(
+                "error: {flag}{name:?}: no intersection of that name in {} (it has: {})",
+                config.source.display(),
+                known.join(", ")
+            );
+            return Err(EXIT_CONFIG);
+        }
+    }
+    Ok(config
+        .intersections
+        .iter()
+        .filter(|ix| names.contains(&ix.name))
+        .cloned()
+        .collect())
+}
+
+fn run(cli: &Cli, only: &[String], dry_run: bool) -> u8 {
     let (config, known) = match load(cli) {
         Ok(v) => v,
         Err(code) => return code,
     };
-    let selected: Vec<_> = if only.is_empty() {
-        config.intersections.clone()
-    } else {
-        for name in only {
-            if !config.intersections.iter().any(|ix| &ix.name == name) {
-                eprintln!(
-                    "error: --only {name:?}: no intersection of that name in {}",
-                    config.source.display()
-                );
-                return EXIT_CONFIG;
-            }
-        }
-        config
-            .intersections
-            .iter()
-            .filter(|ix| only.contains(&ix.name))
-            .cloned()
-            .collect()
+    let selected = match select(&config, only, "--only ") {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    let control = pass::Control::new();
+    let mut control = pass::Control::new();
+    if dry_run {
+        return ops::dry_run(&config, &known, &selected, &control.cancel);
+    }
+    let bar = progress::Bar::start();
+    if let Some(bar) = &bar {
+        let handle = bar.handle();
+        control.on_progress = Box::new(move |p| handle.update(p));
+    }
     info!(intersections = selected.len(), config = %config.source.display(), "pass starting");
     let mut run_report = pass::run(&config, &known, &selected, &control);
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    log_finished(&run_report);
+    // This pass's intersections decide the exit status, not those kept
+    // from an earlier one below.
+    let exit = if run_report.all_ok() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    };
     if let Ok(previous) = report::read(&config.state_directory) {
         run_report.inherit_last_success(&previous);
+        let configured: Vec<String> = config
+            .intersections
+            .iter()
+            .map(|i| i.name.clone())
+            .collect();
+        run_report.keep_unselected(&previous, &configured);
     }
+    if let Err(e) = report::write(&config.state_directory, &run_report) {
+        error!("{e}");
+    }
+    if let Some(path) = &config.metrics_textfile
+        && let Err(e) = metrics::write(path, &run_report)
+    {
+        error!("{e}");
+    }
+    exit
+}
+
+fn log_finished(run_report: &report::RunReport) {
     let failed = run_report
         .intersections
         .iter()
@@ -94,18 +147,10 @@ fn run(cli: &Cli, only: &[String]) -> u8 {
         seconds = format!("{:.1}", run_report.seconds),
         "pass finished"
     );
-    if let Err(e) = report::write(&config.state_directory, &run_report) {
-        error!("{e}");
-    }
-    if run_report.all_ok() {
-        EXIT_OK
-    } else {
-        EXIT_FAILED
-    }
 }
 
-fn check_config(cli: &Cli) -> u8 {
-    let (config, _known) = match load(cli) {
+fn check_config(cli: &Cli, connect: bool, only: &[String]) -> u8 {
+    let (config, known) = match load(cli) {
         Ok(v) => v,
         Err(code) => return code,
     };
@@ -122,7 +167,20 @@ fn check_config(cli: &Cli) -> u8 {
         config.intersections.len(),
         config.data_directory.display()
     );
-    EXIT_OK
+    if !connect {
+        return EXIT_OK;
+    }
+    let selected = match select(&config, only, "--only ") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let probes = probe::probe_all(&config, &known, &selected);
+    print!("{}", probe::render(&probes));
+    if probes.iter().all(|p| p.result.is_ok()) {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
 }
 
 fn import_legacy(path: &std::path::Path) -> u8 {
@@ -146,24 +204,29 @@ fn status(cli: &Cli, json: bool) -> u8 {
             return EXIT_CONFIG;
         }
     };
-    match report::read(&loaded.config.state_directory) {
-        Ok(r) => {
-            if json {
-                match serde_json::to_string_pretty(&r) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return EXIT_FAILED;
-                    }
-                }
-            } else {
-                print!("{}", report::render_table(&r));
-            }
-            if r.all_ok() { EXIT_OK } else { EXIT_FAILED }
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            EXIT_FAILED
-        }
-    }
+    ops::status(&loaded.config, json)
+}
+
+fn trust(cli: &Cli, names: &[String], all: bool, yes: bool) -> u8 {
+    let (config, _known) = match load(cli) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let selected = match select(&config, if all { &[] } else { names }, "") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    ops::trust(&config, &selected, yes)
+}
+
+fn completions(shell: clap_complete::Shell) -> u8 {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    clap_complete::generate(
+        shell,
+        &mut cmd,
+        "v2x-data-sftp-client",
+        &mut std::io::stdout(),
+    );
+    EXIT_OK
 }

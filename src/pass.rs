@@ -37,6 +37,11 @@ pub struct Progress {
     pub intersections_done: AtomicUsize,
     pub files: AtomicU64,
     pub bytes: AtomicU64,
+    /// Sizes of the listed files old enough to be taken (for "remaining" on
+    /// a terminal's progress bar; a reconnect lists and adds again).
+    pub listed_bytes: AtomicU64,
+    /// Bytes read from the coprocessors so far, as they arrive.
+    pub transferred_bytes: AtomicU64,
 }
 
 /// What the caller lets a pass know and do while it runs.

@@ -392,6 +392,7 @@ impl<'a, 'c> Engine<'a, 'c> {
                 self.dir_done(d)?;
             }
         }
+        self.count_listed(&order);
         let mut queue: VecDeque<usize> = order.into();
         loop {
             if self.cancelled() {
@@ -413,6 +414,25 @@ impl<'a, 'c> Engine<'a, 'c> {
                 self.handle(op, response)?;
             }
         }
+    }
+
+    /// Adds what this attempt will read to the progress totals.
+    fn count_listed(&self, order: &[usize]) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let min_age = self.ctx.config.transfer.min_age.as_secs();
+        let listed: u64 = order
+            .iter()
+            .map(|&j| &self.jobs[j])
+            .filter(|job| now.saturating_sub(job.mtime) >= min_age)
+            .map(|job| job.size)
+            .sum();
+        self.ctx
+            .progress
+            .listed_bytes
+            .fetch_add(listed, Ordering::Relaxed);
     }
 
     /// Starts a file: age and space checks, the partial, OPEN.
@@ -599,6 +619,11 @@ impl<'a, 'c> Engine<'a, 'c> {
                         a.ahead.insert(offset, data);
                         let job_path = self.jobs[a.job].path.clone();
                         drain_in_order(a).map_err(|e| landing_stop(&job_path, e))?;
+                        self.ctx
+                            .progress
+                            .transferred_bytes
+                            .fetch_add(u64::from(got), Ordering::Relaxed);
+                        (self.ctx.control.on_progress)(self.ctx.progress);
                     }
                     Response::Status {
                         code: status::EOF, ..

@@ -185,6 +185,77 @@ pub fn connect(
     })
 }
 
+/// A host key as a server presented it, before anything was sent to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostKey {
+    /// As known_hosts names it, e.g. `ssh-ed25519`.
+    pub key_type: &'static str,
+    /// The SSH wire-format public key blob.
+    pub blob: Vec<u8>,
+}
+
+/// Host-key algorithms offered when known_hosts lists none for a host:
+/// Ed25519 first, as `ssh-keyscan` users expect, SHA-1 `ssh-rsa` last.
+const PREFERRED_HOST_KEY_ALGORITHMS: &str = "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,\
+    ecdsa-sha2-nistp521,rsa-sha2-512,rsa-sha2-256,ssh-rsa";
+
+/// TCP and the SSH handshake only, never authentication: the host key the
+/// server presents, for `trust` and `check-config --connect`.
+///
+/// Negotiation is first restricted to `known_types` (what known_hosts lists
+/// for this host:port), exactly as [`connect`] does, so the key returned is
+/// the one a pass would check. A server that offers none of those types any
+/// more (reinstalled with other keys) fails that handshake; it is then asked
+/// again without the restriction, so the caller sees the new key and can
+/// call it changed instead of "handshake failed".
+pub fn fetch_host_key(
+    ix: &Intersection,
+    known_types: &[String],
+    transfer: &Transfer,
+) -> Result<HostKey, RemoteError> {
+    let restricted = known_hosts::host_key_algorithms(known_types);
+    match handshake_for_key(ix, restricted.as_deref(), transfer) {
+        Err(RemoteError::Handshake { .. }) if restricted.is_some() => {
+            handshake_for_key(ix, None, transfer)
+        }
+        other => other,
+    }
+}
+
+fn handshake_for_key(
+    ix: &Intersection,
+    algorithms: Option<&str>,
+    transfer: &Transfer,
+) -> Result<HostKey, RemoteError> {
+    let display = display_addr(&ix.host, ix.port);
+    let socket = tcp_connect(&ix.host, ix.port, transfer.connect_timeout)?;
+    let handshake_err = |source| RemoteError::Handshake {
+        addr: display.clone(),
+        source,
+    };
+    let mut session = Session::new().map_err(handshake_err)?;
+    session.set_timeout(millis(transfer.connect_timeout));
+    session
+        .method_pref(
+            MethodType::HostKey,
+            algorithms.unwrap_or(PREFERRED_HOST_KEY_ALGORITHMS),
+        )
+        .map_err(handshake_err)?;
+    session.set_tcp_stream(socket);
+    session.handshake().map_err(handshake_err)?;
+    let key = match session.host_key() {
+        Some((blob, kind)) => Ok(HostKey {
+            key_type: key_type_name(kind),
+            blob: blob.to_vec(),
+        }),
+        None => Err(RemoteError::HostKey(format!(
+            "{display} presented no host key"
+        ))),
+    };
+    let _ = session.disconnect(None, "host key fetched", None);
+    key
+}
+
 fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
 }

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -99,6 +100,113 @@ impl RunReport {
             }
         }
     }
+
+    /// After a pass over some intersections (`run --only`): keeps the
+    /// previous report's entries of the other configured ones, so their
+    /// last pass and last success are not forgotten. `configured` gives
+    /// the order; intersections no longer configured are dropped.
+    pub fn keep_unselected(&mut self, previous: &RunReport, configured: &[String]) {
+        for old in &previous.intersections {
+            let here = self.intersections.iter().any(|i| i.name == old.name);
+            if !here && configured.contains(&old.name) {
+                self.intersections.push(old.clone());
+            }
+        }
+        self.intersections.sort_by_key(|i| {
+            configured
+                .iter()
+                .position(|n| *n == i.name)
+                .unwrap_or(usize::MAX)
+        });
+    }
+}
+
+/// One row of `status`: a configured intersection and how its passes went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusRow {
+    pub name: String,
+    /// `None`: no pass has taken this intersection yet.
+    pub last: Option<IntersectionReport>,
+    /// No success within `status.stale_after` (or never).
+    pub stale: bool,
+}
+
+/// The `status` rows, in config order. An intersection is stale when its
+/// last success is older than `stale_after`, or when it never succeeded.
+pub fn status_rows(
+    report: Option<&RunReport>,
+    configured: &[String],
+    stale_after: Duration,
+    now: u64,
+) -> Vec<StatusRow> {
+    configured
+        .iter()
+        .map(|name| {
+            let last = report
+                .and_then(|r| r.intersections.iter().find(|i| &i.name == name))
+                .cloned();
+            let stale = match last.as_ref().and_then(|l| l.last_success) {
+                Some(t) => now.saturating_sub(t) > stale_after.as_secs(),
+                None => true,
+            };
+            StatusRow {
+                name: name.clone(),
+                last,
+                stale,
+            }
+        })
+        .collect()
+}
+
+/// Whether `status` exits 0: every configured intersection's last pass
+/// ended ok and none is stale.
+pub fn status_ok(rows: &[StatusRow]) -> bool {
+    rows.iter()
+        .all(|r| !r.stale && r.last.as_ref().is_some_and(|l| l.outcome == Outcome::Ok))
+}
+
+/// `status --json`: the state file's report, each intersection with
+/// `stale` and `seconds_since_success` added, plus `stale_after_seconds`
+/// and `not_run` (configured intersections no pass has taken yet).
+pub fn status_json(
+    report: &RunReport,
+    rows: &[StatusRow],
+    stale_after: Duration,
+    now: u64,
+) -> serde_json::Value {
+    let mut value = serde_json::to_value(report).unwrap_or(serde_json::Value::Null);
+    if let Some(list) = value
+        .get_mut("intersections")
+        .and_then(|v| v.as_array_mut())
+    {
+        for ix in list.iter_mut() {
+            let name = ix
+                .get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or("")
+                .to_string();
+            let row = rows.iter().find(|r| r.name == name);
+            let since = row
+                .and_then(|r| r.last.as_ref())
+                .and_then(|l| l.last_success)
+                .map(|t| now.saturating_sub(t));
+            if let Some(obj) = ix.as_object_mut() {
+                // Not configured any more: not judged.
+                obj.insert("stale".into(), row.map(|r| r.stale).into());
+                obj.insert("seconds_since_success".into(), since.into());
+            }
+        }
+    }
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("stale_after_seconds".into(), stale_after.as_secs().into());
+        let not_run: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.last.is_none())
+            .map(|r| r.name.as_str())
+            .collect();
+        obj.insert("not_run".into(), not_run.into());
+    }
+    value
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -188,43 +296,88 @@ pub fn utc(unix: u64) -> String {
     )
 }
 
-/// The `status` table.
-pub fn render_table(report: &RunReport) -> String {
-    let mut rows = vec![[
+/// A duration in the two largest units, e.g. `1d 4h`, `3h 12m`, `40s`.
+pub fn human_age(secs: u64) -> String {
+    let units = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+    let mut parts = Vec::new();
+    let mut rest = secs;
+    for (size, unit) in units {
+        if rest >= size || (parts.is_empty() && size == 1) {
+            parts.push(format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+        if parts.len() == 2 {
+            break;
+        }
+    }
+    if parts.len() == 2 && parts[1].starts_with('0') {
+        parts.pop();
+    }
+    parts.join(" ")
+}
+
+/// The `status` table: one row per configured intersection, then the
+/// errors and skipped entries of the last pass.
+pub fn render_table(
+    report: Option<&RunReport>,
+    rows: &[StatusRow],
+    stale_after: Duration,
+    now: u64,
+) -> String {
+    let mut table = vec![[
         "INTERSECTION".to_string(),
+        "LAST PASS (UTC)".into(),
         "RESULT".into(),
         "FILES".into(),
         "BYTES".into(),
-        "SECONDS".into(),
-        "SKIPPED".into(),
-        "ERRORS".into(),
         "LAST SUCCESS (UTC)".into(),
+        "".into(),
     ]];
-    for ix in &report.intersections {
-        rows.push([
-            ix.name.clone(),
-            ix.outcome.as_str().into(),
-            ix.files.to_string(),
-            human_bytes(ix.bytes),
-            format!("{:.1}", ix.seconds),
-            ix.skipped.len().to_string(),
-            ix.errors.len().to_string(),
-            ix.last_success.map(utc).unwrap_or_else(|| "never".into()),
-        ]);
+    for row in rows {
+        let (pass, result, files, bytes, success) = match &row.last {
+            None => (
+                "never".to_string(),
+                "-".to_string(),
+                "-".to_string(),
+                "-".to_string(),
+                "never".to_string(),
+            ),
+            Some(ix) => (
+                utc(ix.started),
+                ix.outcome.as_str().to_string(),
+                ix.files.to_string(),
+                human_bytes(ix.bytes),
+                ix.last_success
+                    .map(|t| format!("{} ({} ago)", utc(t), human_age(now.saturating_sub(t))))
+                    .unwrap_or_else(|| "never".into()),
+            ),
+        };
+        let flag = if row.stale {
+            format!(
+                "STALE (no success for over {})",
+                human_age(stale_after.as_secs())
+            )
+        } else {
+            String::new()
+        };
+        table.push([row.name.clone(), pass, result, files, bytes, success, flag]);
     }
-    let mut widths = [0usize; 8];
-    for r in &rows {
+    let mut widths = [0usize; 7];
+    for r in &table {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let mut out = format!(
-        "last pass: started {} UTC, {:.1} s, config {}\n\n",
-        utc(report.started),
-        report.seconds,
-        report.config.display()
-    );
-    for r in &rows {
+    let mut out = match report {
+        Some(report) => format!(
+            "last pass: started {} UTC, {:.1} s, config {}\n\n",
+            utc(report.started),
+            report.seconds,
+            report.config.display()
+        ),
+        None => "no pass has run yet\n\n".to_string(),
+    };
+    for r in &table {
         let line: Vec<String> = r
             .iter()
             .zip(widths)
@@ -232,7 +385,7 @@ pub fn render_table(report: &RunReport) -> String {
             .collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
-    for ix in &report.intersections {
+    for ix in rows.iter().filter_map(|r| r.last.as_ref()) {
         for e in &ix.errors {
             let _ = writeln!(out, "{}: error: {e}", ix.name);
         }
@@ -305,9 +458,83 @@ mod tests {
         assert_eq!(second.intersections[0].last_success, Some(10));
         assert_eq!(second.intersections[1].last_success, Some(20));
         assert!(!second.all_ok());
-        let table = render_table(&second);
+        let names = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let rows = status_rows(Some(&second), &names, Duration::from_secs(5), 24);
+        assert_eq!(
+            rows.iter().map(|r| r.stale).collect::<Vec<_>>(),
+            [true, false, true],
+            "a: 14 s since success, b: 4 s, c: never"
+        );
+        assert!(!status_ok(&rows));
+        let table = render_table(Some(&second), &rows, Duration::from_secs(5), 24);
         assert!(table.contains("failed"), "{table}");
-        assert!(table.contains("1970-01-01 00:00:10"), "{table}");
+        assert!(table.contains("1970-01-01 00:00:10 (14s ago)"), "{table}");
+        assert!(table.contains("STALE (no success for over 5s)"), "{table}");
+        let json = status_json(&second, &rows, Duration::from_secs(5), 24);
+        assert_eq!(json["intersections"][0]["stale"], true);
+        assert_eq!(json["intersections"][1]["stale"], false);
+        assert_eq!(json["intersections"][1]["seconds_since_success"], 4);
+        assert_eq!(json["not_run"][0], "c");
+        assert_eq!(json["stale_after_seconds"], 5);
+    }
+
+    #[test]
+    fn status_is_ok_only_when_all_succeeded_recently() {
+        let report = RunReport {
+            started: 100,
+            seconds: 1.0,
+            config: "/c".into(),
+            intersections: vec![ix("a", Outcome::Ok, Some(100))],
+        };
+        let names = vec!["a".to_string()];
+        let rows = status_rows(Some(&report), &names, Duration::from_secs(60), 130);
+        assert!(status_ok(&rows));
+        let rows = status_rows(Some(&report), &names, Duration::from_secs(60), 161);
+        assert!(!status_ok(&rows));
+        assert!(!status_ok(&status_rows(
+            None,
+            &names,
+            Duration::from_secs(60),
+            0
+        )));
+    }
+
+    #[test]
+    fn keep_unselected_keeps_other_intersections_in_config_order() {
+        let previous = RunReport {
+            started: 10,
+            seconds: 1.0,
+            config: "/c".into(),
+            intersections: vec![
+                ix("a", Outcome::Ok, Some(10)),
+                ix("b", Outcome::Ok, Some(10)),
+                ix("gone", Outcome::Ok, Some(10)),
+            ],
+        };
+        let mut only_b = RunReport {
+            started: 20,
+            seconds: 1.0,
+            config: "/c".into(),
+            intersections: vec![ix("b", Outcome::Ok, Some(20))],
+        };
+        let configured = vec!["a".to_string(), "b".to_string()];
+        only_b.keep_unselected(&previous, &configured);
+        let names: Vec<_> = only_b
+            .intersections
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(only_b.intersections[1].last_success, Some(20));
+    }
+
+    #[test]
+    fn human_age_shows_two_units() {
+        assert_eq!(human_age(0), "0s");
+        assert_eq!(human_age(59), "59s");
+        assert_eq!(human_age(3_600), "1h");
+        assert_eq!(human_age(36 * 3_600), "1d 12h");
+        assert_eq!(human_age(3 * 3_600 + 12 * 60 + 5), "3h 12m");
     }
 
     #[test]

@@ -31,6 +31,14 @@ pub struct RawConfig {
     pub start_time: Option<Spanned<String>>,
     pub transfer: Option<Spanned<RawTransfer>>,
     pub intersections: Option<Spanned<Vec<Spanned<RawIntersection>>>>,
+    pub metrics_textfile: Option<Spanned<String>>,
+    pub status: Option<Spanned<RawStatus>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatus {
+    pub stale_after: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -207,6 +215,15 @@ impl Converter<'_> {
             let item = self.item(s, "start_time");
             Item::new(StartInput::Text(item.value), item.key, item.line)
         });
+        d.metrics_textfile = raw
+            .metrics_textfile
+            .map(|s| self.path(s, "metrics_textfile"));
+        if let Some(st) = raw.status {
+            d.stale_after = st
+                .into_inner()
+                .stale_after
+                .map(|s| self.item(s, "status.stale_after"));
+        }
         if let Some(t) = raw.transfer {
             let t = t.into_inner();
             let key = |k: &str| format!("transfer.{k}");

@@ -1,0 +1,122 @@
+//! The progress bar of `run` on a terminal: bytes pulled, rate, and what is
+//! left of what has been listed so far.
+//!
+//! Only when stderr is a terminal that is not the journal (and `TERM` is not
+//! `dumb`): under systemd, in a pipe or in a file there is no bar, no
+//! spinner and no escape sequence, only the log records. Session folders are
+//! listed as the walk reaches them, so the total grows during a pass;
+//! "to go" is what has been listed and not yet pulled.
+//!
+//! Log records on a terminal go through [`LogWriter`], which hides the bar
+//! while a record is printed, so records and bar never share a line.
+
+use std::io::{self, IsTerminal, Write};
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+
+use crate::pass::Progress;
+
+/// The bar being shown, for [`LogWriter`].
+static ACTIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Whether a bar may be drawn: stderr is a terminal, not the journal, and
+/// the terminal can move its cursor.
+pub fn wanted() -> bool {
+    io::stderr().is_terminal()
+        && !crate::logging::stderr_is_journal()
+        && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+}
+
+/// A progress bar on stderr; hidden again when dropped.
+pub struct Bar {
+    bar: ProgressBar,
+}
+
+impl Bar {
+    /// Shows a bar when [`wanted`], else `None`.
+    pub fn start() -> Option<Bar> {
+        if !wanted() {
+            return None;
+        }
+        let style = ProgressStyle::with_template(
+            "{spinner} {elapsed:>4} [{wide_bar}] {binary_bytes}/{binary_total_bytes} \
+             {binary_bytes_per_sec}, {to_go} to go, {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("to_go", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let left = s.len().unwrap_or(0).saturating_sub(s.pos());
+            let _ = write!(w, "{}", HumanBytes(left));
+        })
+        .progress_chars("=> ");
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(4))
+            .with_style(style);
+        bar.enable_steady_tick(Duration::from_millis(250));
+        if let Ok(mut active) = ACTIVE.lock() {
+            *active = Some(bar.clone());
+        }
+        Some(Bar { bar })
+    }
+
+    /// Updates the bar from the pass's running totals; for
+    /// [`crate::pass::Control::on_progress`].
+    pub fn update(&self, p: &Progress) {
+        let listed = p.listed_bytes.load(Ordering::Relaxed);
+        let pulled = p.transferred_bytes.load(Ordering::Relaxed);
+        self.bar.set_length(listed.max(pulled));
+        self.bar.set_position(pulled);
+        self.bar.set_message(format!(
+            "{} file(s), {}/{} intersection(s) done",
+            p.files.load(Ordering::Relaxed),
+            p.intersections_done.load(Ordering::Relaxed),
+            p.intersections_total
+        ));
+    }
+
+    /// A handle for the progress callback (which must be `'static`).
+    pub fn handle(&self) -> Bar {
+        Bar {
+            bar: self.bar.clone(),
+        }
+    }
+
+    /// Leaves the final state on the screen.
+    pub fn finish(self) {
+        if let Ok(mut active) = ACTIVE.lock() {
+            *active = None;
+        }
+        self.bar.finish();
+        // The final frame stays on its line; what follows starts below it.
+        let _ = writeln!(io::stderr());
+    }
+}
+
+/// stderr for log records, hiding the bar while one is printed. Used by
+/// [`crate::logging`] for text records.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogWriter;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> LogWriter {
+        LogWriter
+    }
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let bar = ACTIVE.lock().ok().and_then(|a| a.clone());
+        match bar {
+            Some(bar) => bar.suspend(|| io::stderr().write_all(buf))?,
+            None => io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
