@@ -3,16 +3,16 @@
 //!
 //! Only when stderr is a terminal that is not the journal (and `TERM` is not
 //! `dumb`): under systemd, in a pipe or in a file there is no bar, no
-//! spinner and no escape sequence, only the log records. Session folders are
-//! listed as the walk reaches them, so the total grows during a pass;
-//! "to go" is what has been listed and not yet pulled.
+//! spinner and no escape sequence, only the log records. Each intersection
+//! adds to the total once it has listed its `archive/`, so the total can grow
+//! during a pass; "to go" is what has been listed and not yet pulled.
 //!
 //! Log records on a terminal go through [`LogWriter`], which hides the bar
 //! while a record is printed, so records and bar never share a line.
 
 use std::io::{self, IsTerminal, Write};
-use std::sync::Mutex;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
@@ -33,6 +33,9 @@ pub fn wanted() -> bool {
 /// A progress bar on stderr; hidden again when dropped.
 pub struct Bar {
     bar: ProgressBar,
+    /// Files and intersections done when the message was last set: the
+    /// callback runs for every read, the message changes once per file.
+    shown: Arc<AtomicU64>,
 }
 
 impl Bar {
@@ -57,7 +60,10 @@ impl Bar {
         if let Ok(mut active) = ACTIVE.lock() {
             *active = Some(bar.clone());
         }
-        Some(Bar { bar })
+        Some(Bar {
+            bar,
+            shown: Arc::new(AtomicU64::new(u64::MAX)),
+        })
     }
 
     /// Updates the bar from the pass's running totals; for
@@ -67,18 +73,22 @@ impl Bar {
         let pulled = p.transferred_bytes.load(Ordering::Relaxed);
         self.bar.set_length(listed.max(pulled));
         self.bar.set_position(pulled);
-        self.bar.set_message(format!(
-            "{} file(s), {}/{} intersection(s) done",
-            p.files.load(Ordering::Relaxed),
-            p.intersections_done.load(Ordering::Relaxed),
-            p.intersections_total
-        ));
+        let files = p.files.load(Ordering::Relaxed);
+        let done = p.intersections_done.load(Ordering::Relaxed) as u64;
+        let key = (files << 20) | (done & 0xF_FFFF);
+        if self.shown.swap(key, Ordering::Relaxed) != key {
+            self.bar.set_message(format!(
+                "{files} file(s), {done}/{} intersection(s) done",
+                p.intersections_total
+            ));
+        }
     }
 
     /// A handle for the progress callback (which must be `'static`).
     pub fn handle(&self) -> Bar {
         Bar {
             bar: self.bar.clone(),
+            shown: self.shown.clone(),
         }
     }
 
