@@ -769,3 +769,49 @@ fn a_key_of_another_type_than_the_trusted_one_counts_as_changed() {
     );
     assert_eq!(sshd.log_count("password for"), 0, "{}", sshd.log());
 }
+
+#[test]
+fn dry_run_leaves_exactly_what_the_pass_then_skips() {
+    // The dry run is a walk of its own: pin that it applies the pass's rules
+    // (odd names, symlinks, FIFOs, min_age) to the same entries.
+    let sshd = Sshd::start_default();
+    let mut tree = RemoteTree::new();
+    let session = session_name(DEFAULT_COPROC_NAME, stamp(9));
+    tree.add_session(DEFAULT_COPROC_NAME, stamp(9), 1, 1_000..=2_000);
+    tree.add_hostile_entries(&session);
+    let young = tree.add_file(
+        &format!(
+            "{}/X_spatLog_06112021_000000.csv",
+            session_name("Y", stamp(11))
+        ),
+        b"young\n",
+    );
+    tree.make_fresh(&young.rel);
+    let mut client = Client::new();
+    client.add(Site::new("a", &sshd, &tree), &sshd);
+    client.write();
+
+    let out = bin_cmd(&client, &["run", "--dry-run"]);
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    let mut announced: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("  leave  "))
+        .map(|l| l.split(": ").next().unwrap_or("").to_string())
+        .collect();
+    announced.sort();
+    let pulled = text.lines().filter(|l| l.starts_with("  pull ")).count();
+
+    assert_exit(&bin_cmd(&client, &["run"]), 0);
+    let state = client.ix_state("a");
+    let mut skipped: Vec<String> = state["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap().to_string())
+        .collect();
+    skipped.sort();
+    assert!(!skipped.is_empty());
+    assert_eq!(announced, skipped, "dry run:\n{text}");
+    assert_eq!(state["files"], pulled as u64, "dry run:\n{text}");
+}
