@@ -25,6 +25,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
 use std::time::{Duration, UNIX_EPOCH};
 
 use nix::errno::Errno;
@@ -331,6 +333,107 @@ impl Partial {
         let path = self.dir.join(&self.name);
         self.discard();
         Err(LandingError::NoFreeName { path })
+    }
+}
+
+/// Commits ([`Partial::commit`]) on worker threads, so the fsyncs of one
+/// file overlap the network transfer of the next ones. What a worker returns
+/// is the same [`Landed`] proof; the caller still deletes nothing before it
+/// has one. Dropping the pool waits for commits under way.
+pub struct CommitPool {
+    jobs: Option<mpsc::Sender<(usize, Partial)>>,
+    done: mpsc::Receiver<(usize, Result<Landed, LandingError>)>,
+    workers: Vec<thread::JoinHandle<()>>,
+    /// Results of commits done on the caller's thread (no worker available).
+    inline: Vec<(usize, Result<Landed, LandingError>)>,
+    pending: usize,
+}
+
+impl CommitPool {
+    /// `threads` workers (at least one).
+    pub fn new(threads: usize) -> CommitPool {
+        let (jobs_tx, jobs_rx) = mpsc::channel::<(usize, Partial)>();
+        let (done_tx, done) = mpsc::channel();
+        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+        let mut workers = Vec::new();
+        for _ in 0..threads.max(1) {
+            let (rx, tx) = (jobs_rx.clone(), done_tx.clone());
+            let spawned = thread::Builder::new().name("commit".into()).spawn(move || {
+                loop {
+                    let next = match rx.lock() {
+                        Ok(guard) => guard.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((key, partial)) = next else { return };
+                    if tx.send((key, partial.commit())).is_err() {
+                        return;
+                    }
+                }
+            });
+            if let Ok(w) = spawned {
+                workers.push(w);
+            }
+        }
+        CommitPool {
+            jobs: Some(jobs_tx),
+            done,
+            workers,
+            inline: Vec::new(),
+            pending: 0,
+        }
+    }
+
+    /// Queues `partial` for commit; its result comes back with `key`.
+    pub fn submit(&mut self, key: usize, partial: Partial) {
+        let Some(jobs) = self.jobs.as_ref().filter(|_| !self.workers.is_empty()) else {
+            // No worker could be started: commit here and now.
+            let r = partial.commit();
+            self.pending += 1;
+            self.inline.push((key, r));
+            return;
+        };
+        match jobs.send((key, partial)) {
+            Ok(()) => self.pending += 1,
+            Err(mpsc::SendError((key, partial))) => {
+                self.pending += 1;
+                self.inline.push((key, partial.commit()));
+            }
+        }
+    }
+
+    /// Commits submitted and not yet collected.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// A finished commit, if there is one.
+    pub fn try_done(&mut self) -> Option<(usize, Result<Landed, LandingError>)> {
+        let r = self.inline.pop().or_else(|| self.done.try_recv().ok());
+        if r.is_some() {
+            self.pending -= 1;
+        }
+        r
+    }
+
+    /// Waits for the next finished commit; `None` when none is pending.
+    pub fn wait_done(&mut self) -> Option<(usize, Result<Landed, LandingError>)> {
+        if self.pending == 0 {
+            return None;
+        }
+        let r = self.inline.pop().or_else(|| self.done.recv().ok());
+        if r.is_some() {
+            self.pending -= 1;
+        }
+        r
+    }
+}
+
+impl Drop for CommitPool {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
     }
 }
 

@@ -29,7 +29,7 @@ use crate::classify::classify;
 use crate::config::{Config, Intersection};
 use crate::error::Disposition;
 use crate::fault;
-use crate::landing::{self, Identity, Landed, Lander, LandingError, Partial};
+use crate::landing::{self, CommitPool, Identity, Landed, Lander, LandingError, Partial};
 use crate::pass::{Control, Progress, escape};
 use crate::report::{IntersectionReport, Skipped};
 use crate::sftp::{Attrs, NameEntry, Response, SftpChannel, SftpError, status};
@@ -41,6 +41,8 @@ pub const MAX_INFLIGHT: u64 = 8 << 20;
 /// Size of one READ: below OpenSSH's 255 KiB limit, large enough to keep
 /// the per-request cost small on fast links.
 pub const CHUNK: u32 = 128 << 10;
+/// Threads that fsync and rename finished files while the network goes on.
+pub const COMMIT_THREADS: usize = 4;
 /// Folders listed at once.
 pub const MAX_DIRS: usize = 16;
 /// How deep folders are followed below `archive/`.
@@ -147,6 +149,9 @@ pub struct Engine<'a, 'c> {
     active: HashMap<usize, Active>,
     next_slot: usize,
     inflight: u64,
+    commits: CommitPool,
+    /// Bytes an earlier pass had fetched, per job being committed.
+    resumed: HashMap<usize, u64>,
 }
 
 impl<'a, 'c> Engine<'a, 'c> {
@@ -167,6 +172,8 @@ impl<'a, 'c> Engine<'a, 'c> {
             active: HashMap::new(),
             next_slot: 0,
             inflight: 0,
+            commits: CommitPool::new(COMMIT_THREADS),
+            resumed: HashMap::new(),
         }
     }
 
@@ -398,12 +405,21 @@ impl<'a, 'c> Engine<'a, 'c> {
             if self.cancelled() {
                 return Err(Stop::Cancelled);
             }
-            while self.active.len() < MAX_FILES && self.inflight < MAX_INFLIGHT {
+            while self.active.len() + self.commits.pending() < MAX_FILES
+                && self.inflight < MAX_INFLIGHT
+            {
                 let Some(job) = queue.pop_front() else { break };
                 self.admit(job)?;
             }
             self.request_reads();
+            while let Some((job, result)) = self.commits.try_done() {
+                self.committed(job, result)?;
+            }
             if self.ops.is_empty() && self.ch.outstanding() == 0 {
+                if let Some((job, result)) = self.commits.wait_done() {
+                    self.committed(job, result)?;
+                    continue;
+                }
                 if queue.is_empty() {
                     return Ok(());
                 }
@@ -706,7 +722,7 @@ impl<'a, 'c> Engine<'a, 'c> {
     /// A file's reads are over and its handle closed: land it or keep it.
     fn file_read(&mut self, mut a: Active) -> Result<(), Stop> {
         let job = &self.jobs[a.job];
-        let (rel, dir, path) = (job.rel.clone(), job.dir, job.path.clone());
+        let (rel, dir) = (job.rel.clone(), job.dir);
         let Some(partial) = a.partial.take() else {
             return self.child_done(dir, false);
         };
@@ -730,7 +746,17 @@ impl<'a, 'c> Engine<'a, 'c> {
             return self.child_done(dir, false);
         }
         fault::point("before-commit");
-        let landed = match partial.commit() {
+        self.resumed.insert(a.job, a.resumed);
+        self.commits.submit(a.job, partial);
+        Ok(())
+    }
+
+    /// A commit finished on a worker: on success, and only then, delete.
+    fn committed(&mut self, j: usize, result: Result<Landed, LandingError>) -> Result<(), Stop> {
+        let job = &self.jobs[j];
+        let (rel, dir, path) = (job.rel.clone(), job.dir, job.path.clone());
+        let resumed = self.resumed.remove(&j).unwrap_or(0);
+        let landed = match result {
             Ok(l) => l,
             Err(e) if e.disposition() == Disposition::SkipFile => {
                 self.file_error(&rel, format!("{e}; left on the coprocessor"));
@@ -738,18 +764,18 @@ impl<'a, 'c> Engine<'a, 'c> {
             }
             Err(e) => return Err(landing_stop(&path, e)),
         };
-        self.report.resumed_bytes += a.resumed;
+        self.report.resumed_bytes += resumed;
         info!(
             intersection = %self.name(),
             remote_path = %path.display(),
             local_path = %landed.path.display(),
             bytes = landed.bytes,
-            resumed_from = a.resumed,
+            resumed_from = resumed,
             already_present = landed.already_present,
             "landed"
         );
         fault::point("after-commit");
-        self.delete_remote(a.job, &landed);
+        self.delete_remote(j, &landed);
         Ok(())
     }
 
