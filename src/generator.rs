@@ -318,6 +318,8 @@ mod tests {
             elements: vec!["spat".into()],
             start_time: None,
             transfer: Transfer::default(),
+            stale_after: crate::config::DEFAULT_STALE_AFTER,
+            metrics_textfile: None,
             intersections: hosts
                 .iter()
                 .enumerate()

@@ -21,7 +21,9 @@
 //! | [`sftp`] | the SFTP v3 wire protocol over a libssh2 channel |
 //! | [`report`] | the run summary: JSON state file and the `status` table (stale flags) |
 //! | [`metrics`] | the Prometheus node_exporter textfile |
-//! | [`logging`] | where log records go |
+//! | [`logging`] | where log records go: journald under systemd, text on a terminal |
+//! | [`service`] | systemd: sd-notify STATUS and timeout extension, the single-instance lock, signals |
+//! | [`generator`] | the systemd generator: configured start time → timer drop-in, sandbox paths |
 //! | [`progress`] | the progress bar of `run` on a terminal |
 //! | [`ops`] | `run --dry-run`, `status` and `trust` as text and exit status |
 //! | [`trust`] | `trust`: fetch a host key, confirm, add it to known_hosts |
@@ -33,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod fault;
+pub mod generator;
 pub mod known_hosts;
 pub mod landing;
 pub mod logging;
@@ -46,5 +49,6 @@ pub mod progress;
 pub mod remote;
 pub mod report;
 pub mod secret;
+pub mod service;
 pub mod sftp;
 pub mod trust;

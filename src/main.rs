@@ -10,7 +10,7 @@ use tracing::{error, info, warn};
 use v2x_data_sftp_client::cli::{Cli, Command};
 use v2x_data_sftp_client::config::{self, Config, ConfigErrors, Intersection};
 use v2x_data_sftp_client::known_hosts::KnownHosts;
-use v2x_data_sftp_client::{logging, metrics, ops, pass, probe, progress, report};
+use v2x_data_sftp_client::{logging, metrics, ops, pass, probe, progress, report, service};
 
 const EXIT_OK: u8 = 0;
 const EXIT_FAILED: u8 = 1;
@@ -97,11 +97,41 @@ fn run(cli: &Cli, only: &[String], dry_run: bool) -> u8 {
     if dry_run {
         return ops::dry_run(&config, &known, &selected, &control.cancel);
     }
+    // The lock first: a run that finds another pass exits before touching anything.
+    let _lock = match service::lock_instance(&config.state_directory) {
+        Ok(lock) => lock,
+        Err(e) => {
+            error!("{e}");
+            return EXIT_FAILED;
+        }
+    };
+    let signals = match service::install_signal_handlers() {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    control.cancel = signals.cancel_flag();
+    let notifier = std::sync::Arc::new(service::Notifier::from_env());
+    notifier.status(&format!("starting: {} intersection(s)", selected.len()));
     let bar = progress::Bar::start();
-    if let Some(bar) = &bar {
-        let handle = bar.handle();
-        control.on_progress = Box::new(move |p| handle.update(p));
-    }
+    let bar_handle = bar.as_ref().map(|b| b.handle());
+    let progress_notifier = std::sync::Arc::clone(&notifier);
+    control.on_progress = Box::new(move |p: &pass::Progress| {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some(h) = &bar_handle {
+            h.update(p);
+        }
+        progress_notifier.status(&format!(
+            "intersection {} of {} done, {} file(s), {} byte(s) pulled",
+            p.intersections_done.load(Relaxed),
+            p.intersections_total,
+            p.files.load(Relaxed),
+            p.bytes.load(Relaxed)
+        ));
+        progress_notifier.extend_timeout(std::time::Duration::from_secs(300));
+    });
     info!(intersections = selected.len(), config = %config.source.display(), "pass starting");
     let mut run_report = pass::run(&config, &known, &selected, &control);
     if let Some(bar) = bar {
@@ -127,6 +157,10 @@ fn run(cli: &Cli, only: &[String], dry_run: bool) -> u8 {
     if let Err(e) = report::write(&config.state_directory, &run_report) {
         error!("{e}");
     }
+    notifier.status(&format!(
+        "last pass: {} intersection(s), exit status {exit}",
+        run_report.intersections.len()
+    ));
     if let Some(path) = &config.metrics_textfile
         && let Err(e) = metrics::write(path, &run_report)
     {

@@ -38,8 +38,9 @@ use crate::sftp::{Attrs, NameEntry, Response, SftpChannel, SftpError, status};
 pub const MAX_FILES: usize = 64;
 /// Bytes of READs requested and not yet answered.
 pub const MAX_INFLIGHT: u64 = 8 << 20;
-/// Size of one READ: below OpenSSH's 255 KiB limit, large enough to keep
-/// the per-request cost small on fast links.
+/// Size of one READ: OpenSSH's sftp-server answers at most 255 KiB
+/// (SFTP_MAX_READ_LENGTH); the largest it allows keeps the per-request cost
+/// on both sides small. A server that answers less gets asked for the rest.
 pub const CHUNK: u32 = 128 << 10;
 /// Threads that fsync and rename finished files while the network goes on.
 pub const COMMIT_THREADS: usize = 4;

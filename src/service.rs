@@ -46,6 +46,8 @@ pub struct Notifier {
     epoch: Instant,
     /// Milliseconds after `epoch` of the last extension sent, plus one (0 = never).
     last_extend_ms: AtomicU64,
+    /// Hash of the last `STATUS=` text sent, so repeating it costs no send.
+    last_status: AtomicU64,
 }
 
 /// Minimum gap between two `EXTEND_TIMEOUT_USEC=` messages actually sent.
@@ -73,6 +75,7 @@ impl Notifier {
             socket,
             epoch: Instant::now(),
             last_extend_ms: AtomicU64::new(0),
+            last_status: AtomicU64::new(0),
         }
     }
 
@@ -82,6 +85,7 @@ impl Notifier {
             socket: None,
             epoch: Instant::now(),
             last_extend_ms: AtomicU64::new(0),
+            last_status: AtomicU64::new(0),
         }
     }
 
@@ -91,8 +95,21 @@ impl Notifier {
     }
 
     /// `STATUS=<text>`: the line `systemctl status` shows under the unit.
-    /// Newlines become spaces (a status is one line).
+    /// Newlines become spaces (a status is one line). The same text twice in
+    /// a row is sent once, so calling this on every progress event is cheap.
     pub fn status(&self, text: &str) {
+        if self.socket.is_none() {
+            return;
+        }
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            text.hash(&mut h);
+            h.finish() | 1
+        };
+        if self.last_status.swap(hash, Ordering::Relaxed) == hash {
+            return;
+        }
         let one_line: String = text
             .chars()
             .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
@@ -404,7 +421,9 @@ mod tests {
             socket: Some(sock),
             epoch: Instant::now(),
             last_extend_ms: AtomicU64::new(0),
+            last_status: AtomicU64::new(0),
         };
+        notifier.status("intersection 1 of 2\nsecond line");
         notifier.status("intersection 1 of 2\nsecond line");
         for _ in 0..100 {
             notifier.extend_timeout(Duration::from_secs(90));

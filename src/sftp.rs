@@ -249,35 +249,36 @@ impl SftpChannel {
     /// Sends what is queued, then waits for the next response.
     pub fn recv(&mut self) -> Result<(u32, Response), SftpError> {
         self.flush()?;
-        let (kind, body) = self.read_packet()?;
-        let mut r = Reader(&body);
-        let id = r.u32()?;
-        let response = match kind {
-            fxp::STATUS => {
-                let code = r.u32()?;
-                // Old servers may omit the message and language tag.
-                let message = r
-                    .bytes()
-                    .map(|m| String::from_utf8_lossy(m).into_owned())
-                    .unwrap_or_default();
-                Response::Status { code, message }
+        let mut head = [0u8; 9];
+        self.read_exact(&mut head)?;
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let kind = head[4];
+        let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+        if !(5..=MAX_PACKET).contains(&len) {
+            return Err(SftpError::Protocol("packet length out of range"));
+        }
+        let rest = len - 5;
+        let response = if kind == fxp::DATA {
+            // The bulk of every transfer: read the payload straight into
+            // its own buffer, no second copy.
+            let mut n = [0u8; 4];
+            if rest < 4 {
+                return Err(SftpError::Protocol("truncated packet"));
             }
-            fxp::HANDLE => Response::Handle(r.bytes()?.to_vec()),
-            fxp::DATA => Response::Data(r.bytes()?.to_vec()),
-            fxp::ATTRS => Response::Attrs(r.attrs()?),
-            fxp::NAME => {
-                let count = r.u32()? as usize;
-                // Each entry takes at least 12 bytes: never trust the count.
-                let mut entries = Vec::with_capacity(count.min(body.len() / 12));
-                for _ in 0..count {
-                    let name = r.bytes()?.to_vec();
-                    let _long = r.bytes()?;
-                    let attrs = r.attrs()?;
-                    entries.push(NameEntry { name, attrs });
-                }
-                Response::Name(entries)
+            self.read_exact(&mut n)?;
+            let n = u32::from_be_bytes(n) as usize;
+            if n != rest - 4 {
+                return Err(SftpError::Protocol(
+                    "DATA length disagrees with packet length",
+                ));
             }
-            _ => return Err(SftpError::Protocol("unknown response type")),
+            let mut data = vec![0u8; n];
+            self.read_exact(&mut data)?;
+            Response::Data(data)
+        } else {
+            let mut body = vec![0u8; rest];
+            self.read_exact(&mut body)?;
+            parse_response(kind, &body)?
         };
         self.outstanding = self.outstanding.saturating_sub(1);
         Ok((id, response))
@@ -319,6 +320,38 @@ impl SftpChannel {
             }
         }
     }
+}
+
+/// Parses a response body after its id.
+fn parse_response(kind: u8, body: &[u8]) -> Result<Response, SftpError> {
+    let mut r = Reader(body);
+    Ok(match kind {
+        fxp::STATUS => {
+            let code = r.u32()?;
+            // Old servers may omit the message and language tag.
+            let message = r
+                .bytes()
+                .map(|m| String::from_utf8_lossy(m).into_owned())
+                .unwrap_or_default();
+            Response::Status { code, message }
+        }
+        fxp::HANDLE => Response::Handle(r.bytes()?.to_vec()),
+        fxp::DATA => Response::Data(r.bytes()?.to_vec()),
+        fxp::ATTRS => Response::Attrs(r.attrs()?),
+        fxp::NAME => {
+            let count = r.u32()? as usize;
+            // Each entry takes at least 12 bytes: never trust the count.
+            let mut entries = Vec::with_capacity(count.min(body.len() / 12));
+            for _ in 0..count {
+                let name = r.bytes()?.to_vec();
+                let _long = r.bytes()?;
+                let attrs = r.attrs()?;
+                entries.push(NameEntry { name, attrs });
+            }
+            Response::Name(entries)
+        }
+        _ => return Err(SftpError::Protocol("unknown response type")),
+    })
 }
 
 /// Bounds-checked big-endian reader: a short or lying packet is an error,

@@ -12,8 +12,9 @@ set -euo pipefail
 SUITE=bookworm
 # systemd(-sysv) to boot; dbus for systemctl/systemd-analyze over the bus;
 # openssh-server for the simulated intersections (sshd, sftp-server,
-# ssh-keygen, ssh-keyscan); procps for ps in diagnostics.
-PACKAGES=systemd,systemd-sysv,dbus,openssh-server,openssh-client,procps
+# ssh-keygen, ssh-keyscan); python3-minimal for a throttling SFTP wrapper;
+# procps for ps in diagnostics.
+PACKAGES=systemd,systemd-sysv,dbus,openssh-server,openssh-client,python3-minimal,procps
 RECIPE_VERSION=1
 CACHE=${V2X_E2E_CACHE:-/var/cache/v2x-e2e}
 
