@@ -152,7 +152,21 @@ pub fn plan(config: &Config) -> Dropins {
     let unit_state = Path::new(UNIT_STATE_DIRECTORY);
     let mut under_home = Vec::new();
     let mut extra = Vec::new();
-    for dir in [&config.data_directory, &config.state_directory] {
+    // The metrics textfile is written through a temporary file beside it,
+    // so its folder must be writable, not only the file.
+    let metrics_dir = config
+        .metrics_textfile
+        .as_ref()
+        .and_then(|f| f.parent())
+        .map(Path::to_path_buf);
+    for dir in [
+        Some(&config.data_directory),
+        Some(&config.state_directory),
+        metrics_dir.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
         if dir.starts_with(unit_state) || extra.contains(dir) || under_home.contains(dir) {
             continue;
         }
@@ -176,26 +190,22 @@ pub fn plan(config: &Config) -> Dropins {
     for dir in &extra {
         // "-": a missing directory must not stop the unit from starting;
         // the pass then reports it, naming the path.
-        let _ = writeln!(
-            service,
-            "ReadWritePaths={}",
-            quote_with_prefix("-", dir).unwrap()
-        );
-        out.service_summary
-            .push(format!("{} writable", dir.display()));
+        if let Some(quoted) = quote_with_prefix("-", dir) {
+            let _ = writeln!(service, "ReadWritePaths={quoted}");
+            out.service_summary
+                .push(format!("{} writable", dir.display()));
+        }
     }
     if !under_home.is_empty() {
         service.push_str("ProtectHome=tmpfs\n");
         for dir in &under_home {
-            let _ = writeln!(
-                service,
-                "BindPaths={}",
-                quote_with_prefix("-", dir).unwrap()
-            );
-            out.service_summary.push(format!(
-                "{} writable (home directories otherwise hidden)",
-                dir.display()
-            ));
+            if let Some(quoted) = quote_with_prefix("-", dir) {
+                let _ = writeln!(service, "BindPaths={quoted}");
+                out.service_summary.push(format!(
+                    "{} writable (home directories otherwise hidden)",
+                    dir.display()
+                ));
+            }
         }
     }
 
@@ -326,6 +336,17 @@ mod tests {
                 .map(|(i, h)| intersection(&format!("i{i}"), h))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn metrics_textfile_folder_is_made_writable() {
+        let mut c = config(&["rsu-1.example"]);
+        c.metrics_textfile = Some("/var/lib/prometheus/node-exporter/v2x.prom".into());
+        let service = plan(&c).service.expect("a service drop-in");
+        assert!(
+            service.contains("ReadWritePaths=-/var/lib/prometheus/node-exporter\n"),
+            "{service}"
+        );
     }
 
     #[test]
