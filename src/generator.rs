@@ -344,7 +344,7 @@ mod tests {
         c.metrics_textfile = Some("/var/lib/prometheus/node-exporter/v2x.prom".into());
         let service = plan(&c).service.expect("a service drop-in");
         assert!(
-            service.contains("ReadWritePaths=-/var/lib/prometheus/node-exporter\n"),
+            service.contains("ReadWritePaths=\"-/var/lib/prometheus/node-exporter\"\n"),
             "{service}"
         );
     }
