@@ -232,3 +232,42 @@ fn status_without_a_pass_says_so() {
         stderr(&out)
     );
 }
+
+#[test]
+fn shipped_config_example_is_valid_when_uncommented() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/config.toml"
+    ))
+    .unwrap();
+    let kh = known_hosts(dir.path());
+    let mut text = String::new();
+    for line in shipped.lines() {
+        // "#key = value" and "#[table]" lines are the commented-out settings.
+        let uncommented = line.strip_prefix('#').filter(|l| {
+            l.starts_with('[')
+                || l.split_once(" = ")
+                    .is_some_and(|(k, _)| !k.is_empty() && !k.contains(' '))
+        });
+        let line = uncommented.unwrap_or(line);
+        let line = match line.split_once(" = ").map(|(k, _)| k) {
+            Some("data_directory") => format!(
+                "data_directory = {:?}",
+                dir.path().join("data").display().to_string()
+            ),
+            Some("known_hosts") => format!("known_hosts = {kh:?}"),
+            Some("password_file") => "password = \"x\"".to_string(),
+            Some("metrics_textfile") => format!(
+                "metrics_textfile = {:?}",
+                dir.path().join("m.prom").display().to_string()
+            ),
+            _ => line.to_string(),
+        };
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let c = write(dir.path(), "shipped.toml", &text);
+    let out = run_bin(&c, &["check-config"]);
+    assert_exit(&out, 0);
+}
