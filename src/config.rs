@@ -107,8 +107,9 @@ pub struct Intersection {
     pub auth: Auth,
     /// The coprocessor's `v2x-data` folder; `archive/` below it is pulled.
     pub v2x_data_location: String,
-    /// SSH zlib compression.
-    pub compression: bool,
+    /// SSH zlib compression: `Some` as configured, `None` to decide per
+    /// connection from the link's latency ([`crate::remote`]).
+    pub compression: Option<bool>,
 }
 
 /// Exactly one way to authenticate. Files are read when connecting, so an
@@ -1255,7 +1256,7 @@ fn intersections(
             }
             Some(item) => Some(item.value.clone()),
         };
-        let compression = d.compression.as_ref().is_some_and(|c| c.value);
+        let compression = d.compression.as_ref().map(|c| c.value);
         match (name, host, port, username, auth, location) {
             (Some(name), Some(host), Some(port), Some(username), Some(auth), Some(location)) => out
                 .push(Intersection {
@@ -1496,8 +1497,8 @@ v2x_data_location = "/v/c"
         );
         assert!(matches!(&a.auth, Auth::Password(s) if s.expose() == "p"));
         assert_eq!(a.v2x_data_location, "/v/a");
-        assert!(a.compression);
-        assert_eq!((b.port, b.compression), (22, false));
+        assert_eq!(a.compression, Some(true));
+        assert_eq!((b.port, b.compression), (22, None));
         assert!(matches!(&b.auth, Auth::PasswordFile(p) if p == Path::new("/etc/v2x/b.pw")));
         assert!(
             matches!(&cc.auth, Auth::PrivateKey { path, passphrase_file: Some(pp) }
@@ -1514,7 +1515,7 @@ v2x_data_location = "/v/c"
         assert_eq!(c.start_time, None);
         assert_eq!(c.transfer, Transfer::default());
         assert_eq!(c.intersections[0].port, 22);
-        assert!(!c.intersections[0].compression);
+        assert_eq!(c.intersections[0].compression, None);
 
         // An empty [transfer] table is the defaults too.
         let c = f.load(&format!("{MINIMAL}\n[transfer]\n")).config;

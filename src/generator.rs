@@ -315,7 +315,7 @@ mod tests {
             username: "u".into(),
             auth: Auth::Password(Secret::new("p".into())),
             v2x_data_location: "/v2x".into(),
-            compression: false,
+            compression: None,
         }
     }
 

@@ -94,6 +94,10 @@ fn run(cli: &Cli, only: &[String], dry_run: bool) -> u8 {
         Err(code) => return code,
     };
     let mut control = pass::Control::new();
+    let previous = report::read(&config.state_directory).ok();
+    if let Some(previous) = &previous {
+        control.round_trips = previous.round_trips();
+    }
     if dry_run {
         return ops::dry_run(&config, &known, &selected, &control.cancel);
     }
@@ -145,14 +149,14 @@ fn run(cli: &Cli, only: &[String], dry_run: bool) -> u8 {
     } else {
         EXIT_FAILED
     };
-    if let Ok(previous) = report::read(&config.state_directory) {
-        run_report.inherit_last_success(&previous);
+    if let Some(previous) = &previous {
+        run_report.inherit_last_success(previous);
         let configured: Vec<String> = config
             .intersections
             .iter()
             .map(|i| i.name.clone())
             .collect();
-        run_report.keep_unselected(&previous, &configured);
+        run_report.keep_unselected(previous, &configured);
     }
     if let Err(e) = report::write(&config.state_directory, &run_report) {
         error!("{e}");

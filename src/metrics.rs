@@ -181,6 +181,7 @@ mod tests {
                 vec!["x".into()]
             },
             last_success: last,
+            rtt_ms: None,
         };
         RunReport {
             started: 1_700_000_000,

@@ -12,6 +12,7 @@
 //! same watchdog turns a cancellation (SIGTERM) into an immediate stop: the
 //! current download stays as a partial file and resumes next pass.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -50,6 +51,9 @@ pub struct Control {
     pub cancel: Arc<AtomicBool>,
     /// Called after every landed file and every finished intersection.
     pub on_progress: Box<dyn Fn(&Progress) + Send + Sync>,
+    /// Round trips measured by the last pass, by intersection: where
+    /// `compression` is unset, they decide it before connecting.
+    pub round_trips: HashMap<String, Duration>,
 }
 
 impl Control {
@@ -57,6 +61,7 @@ impl Control {
         Control {
             cancel: Arc::new(AtomicBool::new(false)),
             on_progress: Box::new(|_| {}),
+            round_trips: HashMap::new(),
         }
     }
 }
@@ -145,6 +150,7 @@ impl IntersectionReport {
             skipped: Vec::new(),
             errors: Vec::new(),
             last_success: None,
+            rtt_ms: None,
         }
     }
 
@@ -205,12 +211,23 @@ impl<'a> IntersectionRun<'a> {
             if self.watchdog.expired() {
                 break Err(self.deadline_stop());
             }
-            let result = remote::connect(self.ix, self.known, t, &|i| self.watchdog.watch(i))
-                .map_err(|e| match e.disposition() {
-                    Disposition::Reconnect => Stop::Reconnect(e.to_string()),
-                    _ => Stop::Fatal(e.to_string()),
-                })
-                .and_then(|mut remote| self.transfer(&mut remote));
+            let hint = self
+                .report
+                .rtt_ms
+                .map(|ms| Duration::from_secs_f64(ms / 1000.0));
+            let hint = hint.or_else(|| self.control.round_trips.get(&self.ix.name).copied());
+            let result =
+                remote::connect_adaptive(self.ix, self.known, t, &|i| self.watchdog.watch(i), hint)
+                    .map_err(|e| match e.disposition() {
+                        Disposition::Reconnect => Stop::Reconnect(e.to_string()),
+                        _ => Stop::Fatal(e.to_string()),
+                    })
+                    .and_then(|(mut remote, rtt)| {
+                        if let Some(rtt) = rtt {
+                            self.report.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
+                        }
+                        self.transfer(&mut remote)
+                    });
             let why = match result {
                 Err(Stop::Reconnect(why)) => why,
                 other => break other,

@@ -21,7 +21,7 @@ use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ssh2::{HostKeyType, MethodType, Session};
 
@@ -138,12 +138,63 @@ impl Interrupter {
     }
 }
 
-/// Connects, checks the host key, authenticates and opens SFTP.
+/// Connects, checks the host key, authenticates and opens SFTP, with SSH
+/// compression as the intersection's `compression` says (off when unset;
+/// see [`connect_adaptive`]).
 pub fn connect(
     ix: &Intersection,
     known: &KnownHosts,
     transfer: &Transfer,
     on_socket: &dyn Fn(Interrupter),
+) -> Result<Remote, RemoteError> {
+    connect_with(
+        ix,
+        known,
+        transfer,
+        on_socket,
+        ix.compression.unwrap_or(false),
+    )
+}
+
+/// [`connect`] for a pass: when `compression` is unset, compress if the
+/// link's round trip (`hint`: the last pass's, measured again here) is at
+/// least [`COMPRESS_ABOVE_RTT`]. When the round trip measured on the new
+/// connection disagrees with the hint, it reconnects once the other way.
+/// Returns the round trip measured, if it was.
+pub fn connect_adaptive(
+    ix: &Intersection,
+    known: &KnownHosts,
+    transfer: &Transfer,
+    on_socket: &dyn Fn(Interrupter),
+    hint: Option<Duration>,
+) -> Result<(Remote, Option<Duration>), RemoteError> {
+    if let Some(fixed) = ix.compression {
+        return Ok((connect_with(ix, known, transfer, on_socket, fixed)?, None));
+    }
+    let guess = hint.is_some_and(|rtt| rtt >= COMPRESS_ABOVE_RTT);
+    let mut remote = connect_with(ix, known, transfer, on_socket, guess)?;
+    let rtt = remote.round_trip()?;
+    let slow = rtt >= COMPRESS_ABOVE_RTT;
+    if slow != guess {
+        // The guess was wrong: compressing a fast link wastes the
+        // coprocessor's CPU, not compressing a slow one wastes the night.
+        tracing::info!(
+            intersection = %ix.name,
+            rtt_ms = rtt.as_millis() as u64,
+            compression = slow,
+            "link round trip differs from the last pass: reconnecting"
+        );
+        remote = connect_with(ix, known, transfer, on_socket, slow)?;
+    }
+    Ok((remote, Some(rtt)))
+}
+
+fn connect_with(
+    ix: &Intersection,
+    known: &KnownHosts,
+    transfer: &Transfer,
+    on_socket: &dyn Fn(Interrupter),
+    compress: bool,
 ) -> Result<Remote, RemoteError> {
     let display = display_addr(&ix.host, ix.port);
     let socket = tcp_connect(&ix.host, ix.port, transfer.connect_timeout)?;
@@ -159,7 +210,7 @@ pub fn connect(
     };
     let mut session = Session::new().map_err(handshake_err)?;
     session.set_timeout(millis(transfer.connect_timeout));
-    session.set_compress(ix.compression);
+    session.set_compress(compress);
     let known_types = known.key_types_for(&ix.host, ix.port);
     if let Some(algorithms) = known_hosts::host_key_algorithms(&known_types) {
         session
@@ -255,6 +306,12 @@ fn handshake_for_key(
     let _ = session.disconnect(None, "host key fetched", None);
     key
 }
+
+/// Round trips longer than this mean a WAN link to the coprocessor, where
+/// bytes cost more than the coprocessor's CPU, so `compression` left unset
+/// turns SSH compression on. Loopback and LAN answer in well under a
+/// millisecond.
+pub const COMPRESS_ABOVE_RTT: Duration = Duration::from_millis(10);
 
 fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
@@ -378,6 +435,15 @@ fn read_secret_file(path: &Path) -> Result<String, RemoteError> {
 impl Remote {
     pub fn interrupter(&self) -> io::Result<Interrupter> {
         Ok(Interrupter(self.socket.try_clone()?))
+    }
+
+    /// One SFTP request's round trip (an lstat of the login folder): the
+    /// link's latency as the transfer will see it, relays included.
+    pub fn round_trip(&mut self) -> Result<Duration, RemoteError> {
+        let started = Instant::now();
+        let id = self.sftp.send_lstat(b".");
+        self.sftp.call(id)?;
+        Ok(started.elapsed())
     }
 
     /// The SFTP channel, for pipelined use ([`crate::pipeline`]).

@@ -548,3 +548,86 @@ fn several_intersections_in_parallel_each_land_in_their_folder() {
         assert!(t.remaining_files().is_empty());
     }
 }
+
+/// A relay on loopback that holds every chunk for `delay` in each direction:
+/// a WAN round trip of about twice that, as the delay proxy of the bench.
+fn delay_relay(target: std::net::SocketAddr, delay: Duration) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(target) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 1 << 16];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        std::thread::sleep(delay);
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    addr
+}
+
+fn compressed_sessions(sshd: &Sshd) -> (usize, usize) {
+    (
+        sshd.log_count("compression: zlib@openssh.com") / 2,
+        sshd.log_count("compression: none") / 2,
+    )
+}
+
+#[test]
+fn compression_left_unset_follows_the_link_round_trip() {
+    let sshd = Sshd::start(SshdOptions::default().log_level("DEBUG1"));
+    let mut tree = RemoteTree::new();
+    one_session(&mut tree);
+    // Fast link (loopback): no compression, one connection.
+    let mut client = Client::new();
+    client.add(Site::new("fast", &sshd, &tree), &sshd);
+    assert_exit(&client.run(), 0);
+    assert_eq!(compressed_sessions(&sshd), (0, 1), "{}", sshd.log());
+    assert!(client.ix_state("fast")["rtt_ms"].as_f64().unwrap() < 10.0);
+
+    // Slow link (about 30 ms round trip): measured, then reconnected with compression.
+    one_session(&mut tree);
+    let relay = delay_relay(sshd.addr(), Duration::from_millis(15));
+    let mut slow = Client::new();
+    let mut site = Site::new("slow", &sshd, &tree);
+    site.port = relay.port();
+    slow.known_hosts = sshd.known_hosts_lines_for(&format!("[127.0.0.1]:{}", relay.port()));
+    slow.add_untrusted(site);
+    let out = slow.cmd(&["run"]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("reconnecting"), "{}", stderr(&out));
+    assert_eq!(compressed_sessions(&sshd), (1, 2), "{}", sshd.log());
+    assert!(slow.ix_state("slow")["rtt_ms"].as_f64().unwrap() >= 10.0);
+    assert!(tree.remaining_files().is_empty());
+
+    // The next pass starts compressed: a single connection.
+    one_session(&mut tree);
+    let out = slow.run();
+    assert_exit(&out, 0);
+    assert!(!stderr(&out).contains("reconnecting"), "{}", stderr(&out));
+    assert_eq!(compressed_sessions(&sshd), (2, 2), "{}", sshd.log());
+
+    // An explicit setting is obeyed whatever the link.
+    slow.sites[0].extra.push("compression = false".into());
+    one_session(&mut tree);
+    assert_exit(&slow.run(), 0);
+    assert_eq!(compressed_sessions(&sshd), (2, 3), "{}", sshd.log());
+}

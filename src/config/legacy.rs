@@ -166,8 +166,8 @@ fn render(path: &Path, config: &Config, notes: &Notes) -> Result<String, ConfigE
             "v2x_data_location = {}",
             toml_str(&x.v2x_data_location)
         );
-        if x.compression {
-            let _ = writeln!(out, "compression = true");
+        if let Some(c) = x.compression {
+            let _ = writeln!(out, "compression = {c}");
         }
     }
     Ok(out)
@@ -595,7 +595,7 @@ mod tests {
             i.v2x_data_location,
             "/home/ubuntu/intersection-1/bin/v2x_data"
         );
-        assert!(!i.compression);
+        assert_eq!(i.compression, None);
     }
 
     #[test]
