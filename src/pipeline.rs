@@ -36,12 +36,14 @@ use crate::sftp::{Attrs, NameEntry, Response, SftpChannel, SftpError, status};
 
 /// Files open at once.
 pub const MAX_FILES: usize = 64;
-/// Bytes of READs requested and not yet answered.
-pub const MAX_INFLIGHT: u64 = 8 << 20;
+/// Bytes of READs requested and not yet answered: enough for 50 MB/s at a
+/// 40 ms round trip. More costs the coprocessor's sshd CPU for nothing
+/// (measured: 8 MiB doubled its CPU time on the bench's W1 night).
+pub const MAX_INFLIGHT: u64 = 2 << 20;
 /// Size of one READ: OpenSSH's sftp-server answers at most 255 KiB
 /// (SFTP_MAX_READ_LENGTH); the largest it allows keeps the per-request cost
 /// on both sides small. A server that answers less gets asked for the rest.
-pub const CHUNK: u32 = 128 << 10;
+pub const CHUNK: u32 = 255 << 10;
 /// Threads that fsync and rename finished files while the network goes on.
 pub const COMMIT_THREADS: usize = 4;
 /// Folders listed at once.
