@@ -292,9 +292,14 @@ impl Partial {
         let mtime = UNIX_EPOCH + Duration::from_secs(self.id.mtime);
         // Cosmetic (rsync -t style); a filesystem that refuses it loses nothing.
         let _ = self.file.set_modified(mtime);
-        self.file
-            .sync_all()
-            .map_err(|e| LandingError::io("fsyncing", &self.temp, e))?;
+        if let Err(e) = self.file.sync_all() {
+            // After a failed fsync the kernel may have marked the dirty pages
+            // clean without writing them: what reads back is not on disk. A
+            // later pass must download the file again, never resume it.
+            let err = LandingError::io("fsyncing", &self.temp, e);
+            self.discard();
+            return Err(err);
+        }
         let dir_handle =
             File::open(&self.dir).map_err(|e| LandingError::io("opening folder", &self.dir, e))?;
         for n in 0..MAX_CONFLICTS {
