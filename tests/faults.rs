@@ -1081,3 +1081,73 @@ fn a_listing_of_100_000_entries_keeps_memory_bounded() {
         ),
     });
 }
+
+/// Regression: a remote file named like an element folder (`spat`, no
+/// element of its own, so it lands directly under the intersection's
+/// folder) that came first took the folder's name; from then on every spat
+/// file of that intersection failed with "File exists" on every pass.
+#[test]
+fn a_remote_file_named_like_an_element_folder_does_not_block_that_element() {
+    let sshd = Sshd::start_default();
+    let mut tree = RemoteTree::with_options("Names", 3);
+    let blocker = tree.add_file_as("spat", b"a file named like the spat folder\n", None);
+    tree.set_age("spat", Duration::from_secs(7200)); // oldest: taken first
+    tree.add_session(DEFAULT_COPROC_NAME, stamp(6, 9), 1, 500..=2_000);
+    let mut client = Client::new();
+    client.add(Site::new("a", &sshd, &tree), &sshd);
+    let f = run_with_env(&client, &[], LIMIT);
+    assert_eq!(f.code(), Some(0), "{}", f.stderr);
+    assert!(
+        tree.remaining_files().is_empty(),
+        "{:?}",
+        tree.remaining_files()
+    );
+    let beside = client.data_dir().join("a/spat.conflict-1");
+    assert_eq!(sha256_file(&beside), blocker.sha256);
+    let rest: Vec<ManifestEntry> = tree
+        .manifest()
+        .into_iter()
+        .filter(|m| m.rel != "spat")
+        .collect();
+    let t = tally_landed(&client.data_dir(), "a", &rest);
+    assert_eq!((t.lost, t.duplicated), (0, 0), "{t:?}");
+}
+
+/// Regression: a 255-byte file name whose local twin differs could not get
+/// a conflict name (ENAMETOOLONG), which stopped the intersection at that
+/// file on every pass.
+#[test]
+fn a_255_byte_name_that_conflicts_lands_beside_and_the_pass_goes_on() {
+    let sshd = Sshd::start_default();
+    let mut tree = RemoteTree::with_options("Long", 4);
+    let name = format!("{}_spatLog_06092021_000000.csv", "L".repeat(255 - 28));
+    assert_eq!(name.len(), 255);
+    let a = tree.add_file(
+        &format!("{}/{name}", session_name("A", stamp(6, 8))),
+        b"first\n",
+    );
+    let b = tree.add_file(
+        &format!("{}/{name}", session_name("B", stamp(6, 9))),
+        b"second\n",
+    );
+    tree.add_session(DEFAULT_COPROC_NAME, stamp(6, 10), 1, 500..=2_000);
+    let mut client = Client::new();
+    client.add(Site::new("a", &sshd, &tree), &sshd);
+    let f = run_with_env(&client, &[], LIMIT);
+    assert_eq!(f.code(), Some(0), "{}", f.stderr);
+    assert!(
+        tree.remaining_files().is_empty(),
+        "{:?}",
+        tree.remaining_files()
+    );
+    let spat = client.data_dir().join("a/spat");
+    let mut got: Vec<String> = walk_files(&spat)
+        .into_iter()
+        .filter(|(p, _)| p.starts_with('L'))
+        .map(|(p, _)| sha256_file(&spat.join(p)))
+        .collect();
+    got.sort();
+    let mut want = vec![a.sha256.clone(), b.sha256.clone()];
+    want.sort();
+    assert_eq!(got, want);
+}
