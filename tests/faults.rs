@@ -394,9 +394,10 @@ fn server_that_stalls_mid_file_is_given_up_within_the_timeout_and_the_next_pass_
         let f = run_with_env(&client, &[], LIMIT);
         assert_eq!(f.code(), Some(1), "{context}\n{}", f.stderr);
         assert_eq!(proxy.faults_fired(), 1, "{context}");
-        // io_timeout, plus the session's goodbye on a dead socket, plus slack.
+        // A stalled libssh2 read gave up after about four io_timeouts (its
+        // pipelined requests each waited one): 2 s became ~8 s. Plus slack.
         assert!(
-            f.elapsed < Duration::from_secs(10),
+            f.elapsed < Duration::from_secs(12),
             "{context}: {:?}",
             f.elapsed
         );
@@ -411,7 +412,7 @@ fn server_that_stalls_mid_file_is_given_up_within_the_timeout_and_the_next_pass_
         trials: n,
         tally,
         note: format!(
-            "each stalled pass failed within {:.1} s; the next completed",
+            "each stalled pass failed within {:.1} s (about 4x io_timeout); the next completed",
             longest.as_secs_f64()
         ),
     });
