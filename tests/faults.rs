@@ -514,9 +514,12 @@ fn local_disk_full_mid_write_stops_cleanly_and_the_pass_after_freeing_space_comp
 }
 
 /// Issue 5.3: the free-space pre-check (transfer.min_free_space) stops the
-/// intersection before the disk is full.
+/// intersection before the disk is full, and keeps that much free.
+/// Regression: with many files in flight at once, each was checked against
+/// the free space as if it were the only one, so a pass filled a 10 MiB disk
+/// to 1 MiB although min_free_space was 6 MiB.
 #[test]
-fn free_space_precheck_stops_before_the_disk_is_full() {
+fn free_space_precheck_counts_files_in_progress_and_keeps_min_free_space() {
     let sshd = Sshd::start_default();
     let trees = vec![disk_tree(4)];
     let mut client = client_for(&sshd, &trees);
@@ -536,6 +539,12 @@ fn free_space_precheck_stops_before_the_disk_is_full() {
     );
     check_nothing_lost(&client, &trees, "pre-check");
     assert!(!trees[0].remaining_files().is_empty());
+    let st = nix::sys::statvfs::statvfs(disk.path()).unwrap();
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    assert!(
+        free >= 6 << 20,
+        "min_free_space not kept: {free} bytes free"
+    );
     disk.resize("64m");
     assert_eq!(rerun_until_ok(&client, 1, "after freeing space"), 1);
     let tally = check_complete(&client, &trees, "pre-check");
