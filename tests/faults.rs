@@ -1034,7 +1034,7 @@ fn hostile_names_and_links_are_reported_never_followed_and_nothing_escapes() {
 fn a_listing_of_100_000_entries_keeps_memory_bounded() {
     const ENTRIES: usize = 100_000;
     /// Peak RSS allowed for the whole pass, in KiB.
-    const BOUND_KIB: u64 = 256 << 10;
+    const BOUND_KIB: u64 = 128 << 10;
     let sshd = Sshd::start_default();
     let mut tree = RemoteTree::with_options("Many", 5);
     let s = session_name("M", stamp(6, 9));
