@@ -247,13 +247,16 @@ fn killed_between_rename_and_remote_delete_rerun_has_no_duplicate_and_no_loss() 
         tally += check_complete(&client, &trees, &format!("after-commit:{n}"));
         trials += 1;
     }
-    // Each rerun found exactly the one file landed before the kill.
-    assert_eq!(seen_already_present, trials);
+    // Each rerun found at least the file landed just before the kill (more
+    // when several commits were in flight), and took each of them once.
+    assert!(seen_already_present >= trials, "{seen_already_present}");
     record(Row {
         fault: "5a. killed between local rename and remote delete (after-commit, files 1-8)".into(),
         trials,
         tally,
-        note: format!("{seen_already_present} files found already landed by the rerun, none twice"),
+        note: format!(
+            "{seen_already_present} files found already landed by the reruns, none twice"
+        ),
     });
 }
 
