@@ -292,9 +292,14 @@ impl Partial {
         let mtime = UNIX_EPOCH + Duration::from_secs(self.id.mtime);
         // Cosmetic (rsync -t style); a filesystem that refuses it loses nothing.
         let _ = self.file.set_modified(mtime);
-        self.file
-            .sync_all()
-            .map_err(|e| LandingError::io("fsyncing", &self.temp, e))?;
+        if let Err(e) = self.file.sync_all() {
+            // After a failed fsync the kernel may have marked the dirty pages
+            // clean without writing them: what reads back is not on disk. A
+            // later pass must download the file again, never resume it.
+            let err = LandingError::io("fsyncing", &self.temp, e);
+            self.discard();
+            return Err(err);
+        }
         let dir_handle =
             File::open(&self.dir).map_err(|e| LandingError::io("opening folder", &self.dir, e))?;
         for n in 0..MAX_CONFLICTS {
@@ -453,8 +458,17 @@ pub fn conflict_name(name: &OsStr, n: u32) -> OsString {
         Some(i) if i > 0 => (&bytes[..i], &bytes[i..]),
         _ => (bytes, &b""[..]),
     };
+    let suffix = format!(".conflict-{n}");
+    // A name near NAME_MAX would not fit with the suffix (ENAMETOOLONG would
+    // stop the intersection at this file every pass): shorten the stem.
+    let room = NAME_MAX.saturating_sub(suffix.len() + ext.len());
+    let (stem, ext) = if room == 0 {
+        (&bytes[..NAME_MAX - suffix.len()], &b""[..])
+    } else {
+        (&stem[..stem.len().min(room)], ext)
+    };
     let mut out = stem.to_vec();
-    out.extend_from_slice(format!(".conflict-{n}").as_bytes());
+    out.extend_from_slice(suffix.as_bytes());
     out.extend_from_slice(ext);
     OsString::from_vec(out)
 }
@@ -580,6 +594,33 @@ mod tests {
         assert_eq!(conflict_name(os("a.csv"), 1), "a.conflict-1.csv");
         assert_eq!(conflict_name(os("a.b.zip"), 2), "a.b.conflict-2.zip");
         assert_eq!(conflict_name(os("noext"), 3), "noext.conflict-3");
+    }
+
+    #[test]
+    fn conflict_names_of_a_255_byte_name_still_fit() {
+        let long = format!("{}.csv", "x".repeat(251));
+        let long_ext = format!("a.{}", "e".repeat(253));
+        for name in [long.as_str(), long_ext.as_str(), &"y".repeat(255)] {
+            for n in [1, 999] {
+                let c = conflict_name(os(name), n);
+                assert!(c.len() <= NAME_MAX, "{} bytes", c.len());
+                assert!(is_plain_name(&c), "{c:?}");
+                assert!(
+                    c.as_bytes()
+                        .ends_with(if name == long { b".csv" } else { b"" })
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_255_byte_name_that_conflicts_lands_beside_the_other() {
+        let tmp = tempfile::tempdir().unwrap();
+        let name = format!("{}.csv", "x".repeat(251));
+        fs::write(tmp.path().join(&name), b"local").unwrap();
+        let r = land(&mut Lander::new(), tmp.path(), &name, b"remote", 1).unwrap();
+        assert_eq!(fs::read(&r.path).unwrap(), b"remote");
+        assert_eq!(fs::read(tmp.path().join(&name)).unwrap(), b"local");
     }
 
     #[test]

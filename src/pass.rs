@@ -294,6 +294,13 @@ impl<'a> IntersectionRun<'a> {
         // Created here, not by the package alone: a data_directory moved in
         // the config starts empty, and min_free_space guards the disk it is on.
         landing::create_dir_durably(&self.data_root).map_err(|e| Stop::Fatal(e.to_string()))?;
+        // The element folders first: a remote file named like one (`spat`)
+        // then lands beside it as `spat.conflict-1` instead of taking the
+        // name and blocking that element for good.
+        for element in &self.config.elements {
+            landing::create_dir_durably(&self.data_root.join(element))
+                .map_err(|e| Stop::Fatal(e.to_string()))?;
+        }
         let ctx = Ctx {
             ix: self.ix,
             config: self.config,

@@ -831,12 +831,23 @@ impl<'a, 'c> Engine<'a, 'c> {
         Ok(())
     }
 
-    fn check_free_space(&self, need: u64) -> Result<(), Stop> {
+    fn check_free_space(&self, next: u64) -> Result<(), Stop> {
         let min = self.ctx.config.transfer.min_free_bytes;
         let probe = &self.ctx.config.data_directory;
+        // Files already admitted have not written all their bytes yet: the
+        // disk must hold those too, or min_free_space is not kept.
+        let in_progress: u64 = self
+            .active
+            .values()
+            .map(|a| {
+                let size = self.jobs[a.job].size;
+                size.saturating_sub(a.partial.as_ref().map_or(size, |p| p.offset()))
+            })
+            .sum();
+        let need = next.saturating_add(in_progress);
         match landing::free_bytes(probe) {
             Ok(free) if free < need.saturating_add(min) => Err(Stop::Fatal(format!(
-                "not enough free disk space in {}: {} free, the next file needs {} and transfer.min_free_space keeps {} free; \
+                "not enough free disk space in {}: {} free, the next file and those in progress need {} and transfer.min_free_space keeps {} free; \
                  stopped this intersection, its remote data is kept. Free space or lower transfer.min_free_space",
                 probe.display(),
                 crate::report::human_bytes(free),

@@ -23,9 +23,11 @@
 
 pub mod client;
 pub mod data;
+pub mod faults;
 pub mod local;
 pub mod net;
 pub mod remote;
+pub mod slow;
 pub mod sshd;
 pub mod user;
 
@@ -34,9 +36,14 @@ pub use data::{
     ELEMENTS, Rng, Stamp, csv_bytes, csv_header, element_file_name, element_file_token,
     expected_element, pseudo_random_bytes, session_name,
 };
+pub use faults::{
+    Finished, Row, Running, Tally, Tmpfs, campaign_seed, campaign_table_path, failwrite_shim,
+    partial_files, record, run_with_env, tally_landed, trials,
+};
 pub use local::{assert_landed, sha256_bytes, sha256_file, walk_all, walk_files};
 pub use net::{BlackHole, CutProxy, ProxyOptions, Trickle, closed_port};
 pub use remote::{DEFAULT_AGE, DEFAULT_COPROC_NAME, HostileEntries, ManifestEntry, RemoteTree};
+pub use slow::SlowProxy;
 pub use sshd::{SSHD_BIN, Sshd, SshdOptions, free_port};
 pub use user::{ClientKey, KeyType, TEST_PASSWORD, TEST_USER, TestUser};
 
