@@ -798,7 +798,6 @@ fn trickling_peer_is_ended_by_the_deadline_and_the_next_pass_completes() {
 /// Issue 5.6: two passes at once: the second refuses at once and touches
 /// nothing; the first completes.
 #[test]
-#[ignore = "needs the instance lock (src/service.rs lock_instance wired into `run`)"]
 fn a_second_pass_while_one_runs_refuses_and_touches_nothing() {
     let sshd = Sshd::start_default();
     let tree = big_file_tree(88);
@@ -833,7 +832,6 @@ fn a_second_pass_while_one_runs_refuses_and_touches_nothing() {
 /// TimeoutStopSec (90 s), "cancelled" in the state file, nothing lost, and
 /// the next pass completes.
 #[test]
-#[ignore = "needs the SIGTERM handling (src/service.rs install_signal_handlers wired into `run`)"]
 fn sigterm_during_a_pass_stops_cleanly_and_the_next_pass_completes() {
     let sshd = Sshd::start_default();
     let tree = big_file_tree(99);
