@@ -31,6 +31,7 @@ use crate::error::Disposition;
 use crate::fault;
 use crate::landing::{self, CommitPool, Identity, Landed, Lander, LandingError, Partial};
 use crate::pass::{Control, Progress, escape};
+use crate::remote::Kind;
 use crate::report::{IntersectionReport, Skipped};
 use crate::sftp::{Attrs, NameEntry, Response, SftpChannel, SftpError, status};
 
@@ -50,6 +51,26 @@ pub const COMMIT_THREADS: usize = 4;
 pub const MAX_DIRS: usize = 16;
 /// How deep folders are followed below `archive/`.
 pub const MAX_DEPTH: usize = 8;
+
+/// The one rule, shared by `run` and `run --dry-run`, for what may be
+/// taken from a listing: a plain file or a folder within [`MAX_DEPTH`].
+/// Anything else is left where it is, for the reason returned.
+pub fn entry_rule(name: &std::ffi::OsStr, kind: Kind, depth: usize) -> Result<(), String> {
+    if !landing::is_plain_name(name) {
+        return Err("not a plain file name (empty, dot, hidden, too long, or with control characters); left alone".into());
+    }
+    match kind {
+        Kind::File => Ok(()),
+        Kind::Dir if depth >= MAX_DEPTH => Err(format!(
+            "folder nested deeper than {MAX_DEPTH} levels; left alone"
+        )),
+        Kind::Dir => Ok(()),
+        Kind::Symlink => Err("symbolic link; never followed, pulled or deleted".into()),
+        Kind::Other => {
+            Err("not a regular file or folder (device, FIFO, socket); left alone".into())
+        }
+    }
+}
 
 /// Why the transfer of an intersection stopped early.
 pub enum Stop {
@@ -298,69 +319,42 @@ impl<'a, 'c> Engine<'a, 'c> {
         let name = OsString::from_vec(e.name);
         let rel = self.dirs[d].rel.join(&name);
         let mtime = u64::from(e.attrs.mtime.unwrap_or(0));
-        if !landing::is_plain_name(&name) {
-            self.skip(
-                &rel,
-                "not a plain file name (empty, dot, hidden, too long, or with control characters); left alone",
-            );
+        let kind = Kind::of(e.attrs.perm);
+        if let Err(reason) = entry_rule(&name, kind, self.dirs[d].depth) {
+            self.skip(&rel, &reason);
             self.dirs[d].kept = true;
             return None;
         }
         let path = self.dirs[d].path.join(&name);
-        match e.attrs.perm.map(|p| p & 0o170000) {
-            Some(0o100000) => {
-                let job = self.jobs.len();
-                self.jobs.push(Job {
-                    path,
-                    rel,
-                    name: name.clone(),
-                    size: e.attrs.size.unwrap_or(0),
-                    mtime,
-                    dir: d,
-                });
-                self.dirs[d].pending += 1;
-                self.dirs[d].children.push((mtime, name, Child::File(job)));
-                None
-            }
-            Some(0o040000) if self.dirs[d].depth + 1 > MAX_DEPTH => {
-                self.skip(
-                    &rel,
-                    &format!("folder nested deeper than {MAX_DEPTH} levels; left alone"),
-                );
-                self.dirs[d].kept = true;
-                None
-            }
-            Some(0o040000) => {
-                let sub = self.dirs.len();
-                let depth = self.dirs[d].depth + 1;
-                self.dirs.push(Dir {
-                    path,
-                    rel,
-                    depth,
-                    parent: Some(d),
-                    pending: 0,
-                    kept: false,
-                    resolved: false,
-                    children: Vec::new(),
-                });
-                self.dirs[d].pending += 1;
-                self.dirs[d].children.push((mtime, name, Child::Dir(sub)));
-                Some(sub)
-            }
-            Some(0o120000) => {
-                self.skip(&rel, "symbolic link; never followed, pulled or deleted");
-                self.dirs[d].kept = true;
-                None
-            }
-            _ => {
-                self.skip(
-                    &rel,
-                    "not a regular file or folder (device, FIFO, socket); left alone",
-                );
-                self.dirs[d].kept = true;
-                None
-            }
+        if kind == Kind::File {
+            let job = self.jobs.len();
+            self.jobs.push(Job {
+                path,
+                rel,
+                name: name.clone(),
+                size: e.attrs.size.unwrap_or(0),
+                mtime,
+                dir: d,
+            });
+            self.dirs[d].pending += 1;
+            self.dirs[d].children.push((mtime, name, Child::File(job)));
+            return None;
         }
+        let sub = self.dirs.len();
+        let depth = self.dirs[d].depth + 1;
+        self.dirs.push(Dir {
+            path,
+            rel,
+            depth,
+            parent: Some(d),
+            pending: 0,
+            kept: false,
+            resolved: false,
+            children: Vec::new(),
+        });
+        self.dirs[d].pending += 1;
+        self.dirs[d].children.push((mtime, name, Child::Dir(sub)));
+        Some(sub)
     }
 
     fn resolve_dir_listing_failed(&mut self, d: usize) {

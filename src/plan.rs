@@ -3,9 +3,8 @@
 //!
 //! A walk of its own rather than a mode of [`crate::pass`], so the transfer
 //! engine stays free of "but not really" branches. It applies the same
-//! rules, through the same functions where they exist: names that are not
-//! plain ([`landing::is_plain_name`]), symlinks and special files, and
-//! folders nested deeper than the pass follows are left alone; files younger
+//! rules through the same functions: [`entry_rule`] leaves names that are
+//! not plain, symlinks, special files and folders nested too deep; files younger
 //! than `transfer.min_age` wait; every other file is routed by
 //! [`classify`]; a folder is removed once everything in it would be gone.
 //! `tests/operator.rs` pins that a real pass then lands exactly what the dry
@@ -25,11 +24,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crate::classify::classify;
 use crate::config::{Config, Intersection};
 use crate::known_hosts::KnownHosts;
-use crate::landing;
+use crate::pipeline::entry_rule;
 use crate::remote::{self, Entry, Kind, Remote};
-
-/// How deep session folders are followed below `archive/` (as the pass).
-const MAX_DEPTH: usize = 8;
 
 /// One thing a pass would do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,46 +194,26 @@ impl Walk<'_> {
         depth: usize,
     ) -> Result<bool, String> {
         let rel = rel.join(&entry.name);
-        if !landing::is_plain_name(&entry.name) {
-            self.leave(
-                &rel,
-                "not a plain file name (empty, dot, hidden, too long, or with control characters)",
-            );
+        if let Err(reason) = entry_rule(&entry.name, entry.kind, depth) {
+            self.leave(&rel, reason);
             return Ok(false);
         }
         let path = dir.join(&entry.name);
-        match entry.kind {
-            Kind::File => Ok(self.file(&path, &rel, entry)),
-            Kind::Dir if depth >= MAX_DEPTH => {
-                self.leave(
-                    &rel,
-                    format!("folder nested deeper than {MAX_DEPTH} levels"),
-                );
-                Ok(false)
-            }
-            Kind::Dir => {
-                let entries = match session.list(&path) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        self.plan.errors.push(format!("{}: {e}", path.display()));
-                        return Ok(false);
-                    }
-                };
-                let gone = self.entries(session, &path, &rel, entries, depth + 1)?;
-                if gone {
-                    self.plan.items.push(Planned::RemoveDir { remote: path });
-                }
-                Ok(gone)
-            }
-            Kind::Symlink => {
-                self.leave(&rel, "symbolic link; never followed, pulled or deleted");
-                Ok(false)
-            }
-            Kind::Other => {
-                self.leave(&rel, "not a regular file or folder (device, FIFO, socket)");
-                Ok(false)
-            }
+        if entry.kind == Kind::File {
+            return Ok(self.file(&path, &rel, entry));
         }
+        let entries = match session.list(&path) {
+            Ok(e) => e,
+            Err(e) => {
+                self.plan.errors.push(format!("{}: {e}", path.display()));
+                return Ok(false);
+            }
+        };
+        let gone = self.entries(session, &path, &rel, entries, depth + 1)?;
+        if gone {
+            self.plan.items.push(Planned::RemoveDir { remote: path });
+        }
+        Ok(gone)
     }
 
     fn file(&mut self, path: &Path, rel: &Path, entry: &Entry) -> bool {

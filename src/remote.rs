@@ -91,6 +91,18 @@ pub enum Kind {
     Other,
 }
 
+impl Kind {
+    /// From the file-type bits of an SFTP permissions field.
+    pub fn of(perm: Option<u32>) -> Kind {
+        match perm.map(|p| p & 0o170000) {
+            Some(0o100000) => Kind::File,
+            Some(0o040000) => Kind::Dir,
+            Some(0o120000) => Kind::Symlink,
+            _ => Kind::Other,
+        }
+    }
+}
+
 /// One entry of a remote folder, as the server's `lstat` describes it.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -104,15 +116,9 @@ pub struct Entry {
 
 impl Entry {
     fn from_attrs(name: OsString, stat: &Attrs) -> Entry {
-        let kind = match stat.perm.map(|p| p & 0o170000) {
-            Some(0o100000) => Kind::File,
-            Some(0o040000) => Kind::Dir,
-            Some(0o120000) => Kind::Symlink,
-            _ => Kind::Other,
-        };
         Entry {
             name,
-            kind,
+            kind: Kind::of(stat.perm),
             size: stat.size.unwrap_or(0),
             mtime: u64::from(stat.mtime.unwrap_or(0)),
         }
