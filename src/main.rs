@@ -95,9 +95,6 @@ fn run(cli: &Cli, only: &[String], dry_run: bool) -> u8 {
     };
     let mut control = pass::Control::new();
     let previous = report::read(&config.state_directory).ok();
-    if let Some(previous) = &previous {
-        control.round_trips = previous.round_trips();
-    }
     if dry_run {
         return ops::dry_run(&config, &known, &selected, &control.cancel);
     }

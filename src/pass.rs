@@ -12,7 +12,6 @@
 //! same watchdog turns a cancellation (SIGTERM) into an immediate stop: the
 //! current download stays as a partial file and resumes next pass.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -51,9 +50,6 @@ pub struct Control {
     pub cancel: Arc<AtomicBool>,
     /// Called after every landed file and every finished intersection.
     pub on_progress: Box<dyn Fn(&Progress) + Send + Sync>,
-    /// Round trips measured by the last pass, by intersection: where
-    /// `compression` is unset, they decide it before connecting.
-    pub round_trips: HashMap<String, Duration>,
 }
 
 impl Control {
@@ -61,7 +57,6 @@ impl Control {
         Control {
             cancel: Arc::new(AtomicBool::new(false)),
             on_progress: Box::new(|_| {}),
-            round_trips: HashMap::new(),
         }
     }
 }
@@ -211,13 +206,8 @@ impl<'a> IntersectionRun<'a> {
             if self.watchdog.expired() {
                 break Err(self.deadline_stop());
             }
-            let hint = self
-                .report
-                .rtt_ms
-                .map(|ms| Duration::from_secs_f64(ms / 1000.0));
-            let hint = hint.or_else(|| self.control.round_trips.get(&self.ix.name).copied());
             let result =
-                remote::connect_adaptive(self.ix, self.known, t, &|i| self.watchdog.watch(i), hint)
+                remote::connect_adaptive(self.ix, self.known, t, &|i| self.watchdog.watch(i))
                     .map_err(|e| match e.disposition() {
                         Disposition::Reconnect => Stop::Reconnect(e.to_string()),
                         _ => Stop::Fatal(e.to_string()),

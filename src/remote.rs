@@ -131,6 +131,8 @@ pub struct Remote {
     sftp: SftpChannel,
     _session: Session,
     socket: TcpStream,
+    /// SSH compression was negotiated for this session.
+    compressed: bool,
 }
 
 /// Shuts a session's socket down from another thread, so that whatever call
@@ -158,41 +160,53 @@ pub fn connect(
         known,
         transfer,
         on_socket,
-        ix.compression.unwrap_or(false),
+        Some(ix.compression.unwrap_or(false)),
     )
 }
 
-/// [`connect`] for a pass: when `compression` is unset, compress if the
-/// link's round trip (`hint`: the last pass's, measured again here) is at
-/// least [`COMPRESS_ABOVE_RTT`]. When the round trip measured on the new
-/// connection disagrees with the hint, it reconnects once the other way.
+/// [`connect`] for a pass. When `compression` is unset, the link decides:
+/// the first guess comes from how long the server's SSH banner takes to
+/// arrive (sent as soon as the connection is accepted, so about one round
+/// trip, relays included), and an SFTP request on the new session checks
+/// it; if the two disagree the session is reopened once the other way.
 /// Returns the round trip measured, if it was.
 pub fn connect_adaptive(
     ix: &Intersection,
     known: &KnownHosts,
     transfer: &Transfer,
     on_socket: &dyn Fn(Interrupter),
-    hint: Option<Duration>,
 ) -> Result<(Remote, Option<Duration>), RemoteError> {
     if let Some(fixed) = ix.compression {
-        return Ok((connect_with(ix, known, transfer, on_socket, fixed)?, None));
+        return Ok((
+            connect_with(ix, known, transfer, on_socket, Some(fixed))?,
+            None,
+        ));
     }
-    let guess = hint.is_some_and(|rtt| rtt >= COMPRESS_ABOVE_RTT);
-    let mut remote = connect_with(ix, known, transfer, on_socket, guess)?;
+    let mut remote = connect_with(ix, known, transfer, on_socket, None)?;
     let rtt = remote.round_trip()?;
     let slow = rtt >= COMPRESS_ABOVE_RTT;
-    if slow != guess {
-        // The guess was wrong: compressing a fast link wastes the
-        // coprocessor's CPU, not compressing a slow one wastes the night.
+    if slow != remote.compressed {
+        // Compressing a fast link wastes the coprocessor's CPU; not
+        // compressing a slow one wastes the night.
         tracing::info!(
             intersection = %ix.name,
             rtt_ms = rtt.as_millis() as u64,
             compression = slow,
-            "link round trip differs from the last pass: reconnecting"
+            "the link's round trip contradicts the first guess: reconnecting"
         );
-        remote = connect_with(ix, known, transfer, on_socket, slow)?;
+        remote = connect_with(ix, known, transfer, on_socket, Some(slow))?;
     }
     Ok((remote, Some(rtt)))
+}
+
+/// Whether the server's banner took [`COMPRESS_ABOVE_RTT`] or more to
+/// arrive. MSG_PEEK leaves it for libssh2 to read.
+fn banner_is_slow(socket: &TcpStream, timeout: Duration) -> bool {
+    let started = Instant::now();
+    let _ = socket.set_read_timeout(Some(timeout));
+    let seen = socket.peek(&mut [0u8; 1]).is_ok();
+    let _ = socket.set_read_timeout(None);
+    seen && started.elapsed() >= COMPRESS_ABOVE_RTT
 }
 
 fn connect_with(
@@ -200,7 +214,7 @@ fn connect_with(
     known: &KnownHosts,
     transfer: &Transfer,
     on_socket: &dyn Fn(Interrupter),
-    compress: bool,
+    compress: Option<bool>,
 ) -> Result<Remote, RemoteError> {
     let display = display_addr(&ix.host, ix.port);
     let socket = tcp_connect(&ix.host, ix.port, transfer.connect_timeout)?;
@@ -210,6 +224,7 @@ fn connect_with(
         on_socket(Interrupter(clone));
     }
     let _ = socket.set_nodelay(true);
+    let compress = compress.unwrap_or_else(|| banner_is_slow(&socket, transfer.connect_timeout));
     let handshake_err = |source| RemoteError::Handshake {
         addr: display.clone(),
         source,
@@ -239,6 +254,7 @@ fn connect_with(
         sftp,
         _session: session,
         socket,
+        compressed: compress,
     })
 }
 

@@ -67,8 +67,8 @@ pub struct IntersectionReport {
     pub errors: Vec<String>,
     /// Unix seconds of the last pass that ended `ok` (this one or an earlier one).
     pub last_success: Option<u64>,
-    /// One SFTP round trip, measured when `compression` is left to the
-    /// link; the next pass starts from it.
+    /// One SFTP round trip in milliseconds, measured when `compression` is
+    /// left to the link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<f64>,
 }
@@ -86,20 +86,6 @@ impl RunReport {
     /// Whether every intersection was handled (exit status 0).
     pub fn all_ok(&self) -> bool {
         self.intersections.iter().all(|i| i.outcome == Outcome::Ok)
-    }
-
-    /// Each intersection's last measured round trip, to start the next pass from.
-    pub fn round_trips(&self) -> std::collections::HashMap<String, std::time::Duration> {
-        self.intersections
-            .iter()
-            .filter_map(|i| {
-                let ms = i.rtt_ms.filter(|ms| ms.is_finite() && *ms >= 0.0)?;
-                Some((
-                    i.name.clone(),
-                    std::time::Duration::from_secs_f64(ms / 1000.0),
-                ))
-            })
-            .collect()
     }
 
     /// Carries `last_success` over from the previous report for

@@ -549,9 +549,14 @@ fn several_intersections_in_parallel_each_land_in_their_folder() {
     }
 }
 
-/// A relay on loopback that holds every chunk for `delay` in each direction:
-/// a WAN round trip of about twice that, as the delay proxy of the bench.
-fn delay_relay(target: std::net::SocketAddr, delay: Duration) -> std::net::SocketAddr {
+/// A relay on loopback that holds every chunk for `delay` in each direction
+/// (a WAN round trip of about twice that, as the bench's delay proxy) except
+/// the first `prompt_bytes` from the server: a banner that arrives at once.
+fn delay_relay(
+    target: std::net::SocketAddr,
+    delay: Duration,
+    prompt_bytes: usize,
+) -> std::net::SocketAddr {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -561,17 +566,28 @@ fn delay_relay(target: std::net::SocketAddr, delay: Duration) -> std::net::Socke
             let Ok(server) = TcpStream::connect(target) else {
                 continue;
             };
-            for (mut from, mut to) in [
-                (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                (server, client),
+            for (mut from, mut to, mut prompt) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap(), 0),
+                (server, client, prompt_bytes),
             ] {
                 std::thread::spawn(move || {
                     let mut buf = vec![0u8; 1 << 16];
-                    while let Ok(n) = from.read(&mut buf) {
-                        if n == 0 {
-                            break;
+                    loop {
+                        // Read the prompt part on its own so it is not held back.
+                        let want = if prompt > 0 {
+                            prompt.min(buf.len())
+                        } else {
+                            buf.len()
+                        };
+                        let n = match from.read(&mut buf[..want]) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if prompt > 0 {
+                            prompt -= n;
+                        } else {
+                            std::thread::sleep(delay);
                         }
-                        std::thread::sleep(delay);
                         if to.write_all(&buf[..n]).is_err() {
                             break;
                         }
@@ -591,6 +607,21 @@ fn compressed_sessions(sshd: &Sshd) -> (usize, usize) {
     )
 }
 
+fn via_relay(
+    client: &mut Client,
+    sshd: &Sshd,
+    tree: &RemoteTree,
+    name: &str,
+    relay: std::net::SocketAddr,
+) {
+    let mut site = Site::new(name, sshd, tree);
+    site.port = relay.port();
+    client
+        .known_hosts
+        .push_str(&sshd.known_hosts_lines_for(&format!("[127.0.0.1]:{}", relay.port())));
+    client.add_untrusted(site);
+}
+
 #[test]
 fn compression_left_unset_follows_the_link_round_trip() {
     let sshd = Sshd::start(SshdOptions::default().log_level("DEBUG1"));
@@ -603,27 +634,39 @@ fn compression_left_unset_follows_the_link_round_trip() {
     assert_eq!(compressed_sessions(&sshd), (0, 1), "{}", sshd.log());
     assert!(client.ix_state("fast")["rtt_ms"].as_f64().unwrap() < 10.0);
 
-    // Slow link (about 30 ms round trip): measured, then reconnected with compression.
+    // Slow link (about 30 ms round trip): the banner says so, one compressed connection.
     one_session(&mut tree);
-    let relay = delay_relay(sshd.addr(), Duration::from_millis(15));
     let mut slow = Client::new();
-    let mut site = Site::new("slow", &sshd, &tree);
-    site.port = relay.port();
-    slow.known_hosts = sshd.known_hosts_lines_for(&format!("[127.0.0.1]:{}", relay.port()));
-    slow.add_untrusted(site);
-    let out = slow.cmd(&["run"]);
-    assert_exit(&out, 0);
-    assert!(stderr(&out).contains("reconnecting"), "{}", stderr(&out));
-    assert_eq!(compressed_sessions(&sshd), (1, 2), "{}", sshd.log());
-    assert!(slow.ix_state("slow")["rtt_ms"].as_f64().unwrap() >= 10.0);
-    assert!(tree.remaining_files().is_empty());
-
-    // The next pass starts compressed: a single connection.
-    one_session(&mut tree);
+    via_relay(
+        &mut slow,
+        &sshd,
+        &tree,
+        "slow",
+        delay_relay(sshd.addr(), Duration::from_millis(15), 0),
+    );
     let out = slow.run();
     assert_exit(&out, 0);
     assert!(!stderr(&out).contains("reconnecting"), "{}", stderr(&out));
+    assert_eq!(compressed_sessions(&sshd), (1, 1), "{}", sshd.log());
+    assert!(slow.ix_state("slow")["rtt_ms"].as_f64().unwrap() >= 10.0);
+    assert!(tree.remaining_files().is_empty());
+
+    // A banner that comes at once over a slow link: the SFTP round trip
+    // corrects the guess, and the session is reopened with compression.
+    one_session(&mut tree);
+    let mut tricky = Client::new();
+    via_relay(
+        &mut tricky,
+        &sshd,
+        &tree,
+        "tricky",
+        delay_relay(sshd.addr(), Duration::from_millis(15), 64),
+    );
+    let out = tricky.run();
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("reconnecting"), "{}", stderr(&out));
     assert_eq!(compressed_sessions(&sshd), (2, 2), "{}", sshd.log());
+    assert!(tree.remaining_files().is_empty());
 
     // An explicit setting is obeyed whatever the link.
     slow.sites[0].extra.push("compression = false".into());
