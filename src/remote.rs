@@ -207,7 +207,10 @@ fn banner_is_slow(socket: &TcpStream, timeout: Duration) -> bool {
     let seen = socket.peek(&mut [0u8; 1]).is_ok();
     let _ = socket.set_read_timeout(None);
     let latency = started.elapsed();
-    tracing::debug!(banner_ms = latency.as_secs_f64() * 1000.0, "SSH banner latency");
+    tracing::debug!(
+        banner_ms = latency.as_secs_f64() * 1000.0,
+        "SSH banner latency"
+    );
     seen && latency >= COMPRESS_ABOVE_RTT
 }
 
