@@ -28,6 +28,10 @@ pub struct Site {
     pub port: u16,
     pub auth: TestAuth,
     pub location: PathBuf,
+    /// `compression =`; `None` leaves it to the link. Tests default to
+    /// `false` so that each pass makes exactly one connection (a fault that
+    /// hits "the first connection" must hit the one that transfers).
+    pub compression: Option<bool>,
     pub extra: Vec<String>,
 }
 
@@ -40,6 +44,7 @@ impl Site {
             port: sshd.port(),
             auth: TestAuth::Password(TEST_PASSWORD.into()),
             location: tree.v2x_data_location(),
+            compression: Some(false),
             extra: Vec::new(),
         }
     }
@@ -52,6 +57,7 @@ impl Site {
             port: addr.port(),
             auth: TestAuth::Password(TEST_PASSWORD.into()),
             location: location.into(),
+            compression: Some(false),
             extra: Vec::new(),
         }
     }
@@ -174,6 +180,9 @@ impl Client {
                 "v2x_data_location = {:?}",
                 site.location.display().to_string()
             );
+            if let Some(c) = site.compression {
+                let _ = writeln!(s, "compression = {c}");
+            }
             for l in &site.extra {
                 let _ = writeln!(s, "{l}");
             }
