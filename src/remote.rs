@@ -508,15 +508,6 @@ impl Remote {
         self.sftp.call(id)?;
         Ok(entries)
     }
-
-    /// Attributes of `path` itself (a symlink is reported as one).
-    pub fn lstat(&mut self, path: &Path) -> Result<Entry, RemoteError> {
-        let id = self.sftp.send_lstat(path.as_os_str().as_bytes());
-        match self.sftp.call(id)? {
-            Response::Attrs(a) => Ok(Entry::from_attrs(OsString::new(), &a)),
-            r => Err(refused("lstat", path, &r)),
-        }
-    }
 }
 
 fn refused(op: &'static str, path: &Path, r: &Response) -> RemoteError {
