@@ -293,12 +293,8 @@ fn killed_between_last_file_and_folder_removal_rerun_removes_it_and_loses_nothin
 
 /// A site reached through a proxy at `port` (host keys of `sshd` trusted there).
 fn proxied(client: &mut Client, name: &str, sshd: &Sshd, tree: &RemoteTree, port: u16) {
-    let mut site = Site::new(name, sshd, tree);
-    site.port = port;
-    client
-        .known_hosts
-        .push_str(&sshd.known_hosts_lines_for(&format!("[127.0.0.1]:{port}")));
-    client.add_untrusted(site);
+    let via = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    client.add_through(Site::new(name, sshd, tree), sshd, via);
 }
 
 /// One big file and a few small ones: cuts and stalls mostly land mid-file.

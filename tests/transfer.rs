@@ -115,13 +115,7 @@ fn resumes_within_the_pass_after_a_cut_connection() {
     // libssh2 keeps up to 4 MiB of reads in flight: cut well after that.
     let proxy = CutProxy::start(sshd.addr(), Some(6 << 20), None);
     let mut client = Client::new();
-    let mut site = Site::new("a", &sshd, &tree);
-    site.port = proxy.addr().port();
-    site.host = proxy.addr().ip().to_string();
-    client
-        .known_hosts
-        .push_str(&sshd.known_hosts_lines_for(&format!("[{}]:{}", site.host, site.port)));
-    client.add_untrusted(site);
+    client.add_through(Site::new("a", &sshd, &tree), &sshd, proxy.addr());
     let out = client.run();
     assert_exit(&out, 0);
     assert_eq!(proxy.faults_fired(), 1);
@@ -149,12 +143,7 @@ fn resumes_on_the_next_pass_after_a_cut_connection() {
     let proxy = CutProxy::start(sshd.addr(), Some(6 << 20), None);
     let mut client = Client::new();
     client.set("retries = 0");
-    let mut site = Site::new("a", &sshd, &tree);
-    site.port = proxy.addr().port();
-    client
-        .known_hosts
-        .push_str(&sshd.known_hosts_lines_for(&format!("[127.0.0.1]:{}", site.port)));
-    client.add_untrusted(site);
+    client.add_through(Site::new("a", &sshd, &tree), &sshd, proxy.addr());
     let out = client.run();
     assert_exit(&out, 1);
     assert_eq!(tree.remaining_files().len(), 1, "nothing may be deleted");
@@ -515,12 +504,7 @@ fn a_trickling_peer_is_cut_at_the_intersection_deadline() {
     client
         .set("intersection_deadline = \"4s\"")
         .set("io_timeout = \"2s\"");
-    let mut site = Site::new("a", &sshd, &tree);
-    site.port = proxy.addr().port();
-    client
-        .known_hosts
-        .push_str(&sshd.known_hosts_lines_for(&format!("[127.0.0.1]:{}", site.port)));
-    client.add_untrusted(site);
+    client.add_through(Site::new("a", &sshd, &tree), &sshd, proxy.addr());
     let t0 = Instant::now();
     let out = client.run();
     assert_exit(&out, 1);
@@ -616,11 +600,7 @@ fn via_relay(
 ) {
     let mut site = Site::new(name, sshd, tree);
     site.compression = None;
-    site.port = relay.port();
-    client
-        .known_hosts
-        .push_str(&sshd.known_hosts_lines_for(&format!("[127.0.0.1]:{}", relay.port())));
-    client.add_untrusted(site);
+    client.add_through(site, sshd, relay);
 }
 
 #[test]

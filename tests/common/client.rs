@@ -98,6 +98,22 @@ impl Client {
         self
     }
 
+    /// Adds a site reached through a relay listening at `via` (a proxy on
+    /// loopback), trusting `sshd`'s host keys under the relay's address.
+    pub fn add_through(
+        &mut self,
+        mut site: Site,
+        sshd: &Sshd,
+        via: std::net::SocketAddr,
+    ) -> &mut Self {
+        site.host = via.ip().to_string();
+        site.port = via.port();
+        self.known_hosts
+            .push_str(&sshd.known_hosts_lines_for(&format!("[{}]:{}", site.host, site.port)));
+        self.sites.push(site);
+        self
+    }
+
     /// Adds a site without trusting anything for it.
     pub fn add_untrusted(&mut self, site: Site) -> &mut Self {
         self.sites.push(site);
