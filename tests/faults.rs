@@ -468,7 +468,7 @@ fn local_disk_full_mid_write_stops_cleanly_and_the_pass_after_freeing_space_comp
     let mut trials = 0;
     for (k, fill_after) in [(0u64, 200u64 << 10), (1, 2_000 << 10), (2, 5_000 << 10)] {
         let tree = disk_tree(k);
-        let proxy = SlowProxy::start(sshd.addr(), 3 << 20);
+        let proxy = CutProxy::throttled(sshd.addr(), 3 << 20);
         let mut client = Client::new();
         client.set("min_free_space = \"0\"");
         proxied(&mut client, "a", &sshd, &tree, proxy.addr().port());
@@ -679,7 +679,7 @@ fn remote_file_changing_while_pulled_is_kept_and_taken_whole_later() {
         let original = tree.add_random_file(&rel, 2 << 20);
         tree.add_session(DEFAULT_COPROC_NAME, stamp(6, 10), 1, 500..=2_000);
         // 512 KiB/s: the 2 MiB file takes about four seconds.
-        let proxy = SlowProxy::start(sshd.addr(), 512 << 10);
+        let proxy = CutProxy::throttled(sshd.addr(), 512 << 10);
         let mut client = Client::new();
         proxied(&mut client, "a", &sshd, &tree, proxy.addr().port());
         let r = Running::start(&client, &["run"], &[]);
@@ -797,7 +797,7 @@ fn trickling_peer_is_ended_by_the_deadline_and_the_next_pass_completes() {
 fn a_second_pass_while_one_runs_refuses_and_touches_nothing() {
     let sshd = Sshd::start_default();
     let tree = big_file_tree(88);
-    let proxy = SlowProxy::start(sshd.addr(), 2 << 20);
+    let proxy = CutProxy::throttled(sshd.addr(), 2 << 20);
     let mut client = Client::new();
     proxied(&mut client, "a", &sshd, &tree, proxy.addr().port());
     let first = Running::start(&client, &["run"], &[]);
@@ -831,7 +831,7 @@ fn a_second_pass_while_one_runs_refuses_and_touches_nothing() {
 fn sigterm_during_a_pass_stops_cleanly_and_the_next_pass_completes() {
     let sshd = Sshd::start_default();
     let tree = big_file_tree(99);
-    let proxy = SlowProxy::start(sshd.addr(), 1 << 20);
+    let proxy = CutProxy::throttled(sshd.addr(), 1 << 20);
     let mut client = Client::new();
     proxied(&mut client, "a", &sshd, &tree, proxy.addr().port());
     let r = Running::start(&client, &["run"], &[]);

@@ -33,11 +33,11 @@ pub fn sha256_file(path: &Path) -> String {
     hex(&h.finalize())
 }
 
-/// Every regular file under `dir` (recursively, symlinks not followed, dot
-/// names included) as (path relative to `dir` with `/`, size), sorted.
-/// A missing `dir` gives an empty list.
-pub fn walk_files(dir: &Path) -> Vec<(String, u64)> {
-    fn go(dir: &Path, prefix: &str, out: &mut Vec<(String, u64)>) {
+/// Every entry under `dir`, recursively, symlinks not followed, as (path
+/// relative to `dir` with `/`, lstat metadata), sorted. A missing `dir`
+/// gives an empty list. The one walker behind the helpers below.
+pub fn walk(dir: &Path) -> Vec<(String, fs::Metadata)> {
+    fn go(dir: &Path, prefix: &str, out: &mut Vec<(String, fs::Metadata)>) {
         let Ok(rd) = fs::read_dir(dir) else {
             return;
         };
@@ -51,42 +51,34 @@ pub fn walk_files(dir: &Path) -> Vec<(String, u64)> {
             let md = fs::symlink_metadata(e.path()).expect("lstat");
             if md.is_dir() {
                 go(&e.path(), &rel, out);
-            } else if md.is_file() {
-                out.push((rel, md.len()));
             }
+            out.push((rel, md));
         }
     }
     let mut out = Vec::new();
     go(dir, "", &mut out);
-    out.sort();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// Every regular file under `dir` (dot names included) as (relative path,
+/// size), sorted.
+pub fn walk_files(dir: &Path) -> Vec<(String, u64)> {
+    walk(dir)
+        .into_iter()
+        .filter(|(_, md)| md.is_file())
+        .map(|(rel, md)| (rel, md.len()))
+        .collect()
 }
 
 /// Every non-directory entry under `dir` (files, symlinks, FIFOs...) with
 /// relative paths, sorted; for spotting anything that is not a plain file.
 pub fn walk_all(dir: &Path) -> Vec<String> {
-    fn go(dir: &Path, prefix: &str, out: &mut Vec<String>) {
-        let Ok(rd) = fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let rel = if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}/{name}")
-            };
-            if e.file_type().expect("file type").is_dir() {
-                go(&e.path(), &rel, out);
-            } else {
-                out.push(rel);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    go(dir, "", &mut out);
-    out.sort();
-    out
+    walk(dir)
+        .into_iter()
+        .filter(|(_, md)| !md.is_dir())
+        .map(|(rel, _)| rel)
+        .collect()
 }
 
 fn hidden(rel: &str) -> bool {

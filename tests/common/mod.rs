@@ -27,7 +27,6 @@ pub mod faults;
 pub mod local;
 pub mod net;
 pub mod remote;
-pub mod slow;
 pub mod sshd;
 pub mod user;
 
@@ -43,7 +42,6 @@ pub use faults::{
 pub use local::{assert_landed, sha256_bytes, sha256_file, walk_all, walk_files};
 pub use net::{BlackHole, CutProxy, ProxyOptions, Trickle, closed_port};
 pub use remote::{DEFAULT_AGE, DEFAULT_COPROC_NAME, HostileEntries, ManifestEntry, RemoteTree};
-pub use slow::SlowProxy;
 pub use sshd::{SSHD_BIN, Sshd, SshdOptions, free_port};
 pub use user::{ClientKey, KeyType, TEST_PASSWORD, TEST_USER, TestUser};
 

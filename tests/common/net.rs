@@ -5,7 +5,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// An address on 127.0.0.1 where nothing listens (connect: refused). The port
 /// was bound and released a moment ago, so another process taking it is
@@ -106,6 +106,9 @@ pub struct ProxyOptions {
     pub trickle: Option<Trickle>,
     /// How many connections (in accept order) get the fault; default 1.
     pub affected_connections: usize,
+    /// Server→client bandwidth cap in bytes per second, on every connection
+    /// (keeps a download mid-file long enough to change the file under it).
+    pub rate_down: Option<u64>,
 }
 
 impl Default for ProxyOptions {
@@ -115,6 +118,7 @@ impl Default for ProxyOptions {
             stall_after_bytes_down: None,
             trickle: None,
             affected_connections: 1,
+            rate_down: None,
         }
     }
 }
@@ -166,6 +170,19 @@ impl CutProxy {
         )
     }
 
+    /// Proxy that forwards server→client at most `bytes_per_sec` on every
+    /// connection, with no fault.
+    pub fn throttled(target: SocketAddr, bytes_per_sec: u64) -> CutProxy {
+        CutProxy::start_with(
+            target,
+            ProxyOptions {
+                affected_connections: 0,
+                rate_down: Some(bytes_per_sec),
+                ..ProxyOptions::default()
+            },
+        )
+    }
+
     /// Proxy with full options.
     pub fn start_with(target: SocketAddr, opts: ProxyOptions) -> CutProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
@@ -204,7 +221,14 @@ impl CutProxy {
                 let o = opts.clone();
                 let sh2 = sh.clone();
                 let down = std::thread::spawn(move || {
-                    pump_down(server, client, &sh2, &stalled, faulty.then_some(&o))
+                    pump_down(
+                        server,
+                        client,
+                        &sh2,
+                        &stalled,
+                        faulty.then_some(&o),
+                        o.rate_down,
+                    )
                 });
                 let mut threads = sh.threads.lock().expect("lock");
                 threads.push(up);
@@ -337,6 +361,7 @@ fn pump_down(
     sh: &ProxyShared,
     stalled: &AtomicBool,
     opts: Option<&ProxyOptions>,
+    rate: Option<u64>,
 ) {
     let mut plan: Vec<(u64, Fault)> = Vec::new();
     if let Some(o) = opts {
@@ -355,7 +380,9 @@ fn pump_down(
     let mut next = plan.next();
     let mut sent: u64 = 0;
     let mut trickle: Option<Duration> = None;
-    let mut buf = vec![0u8; 64 * 1024];
+    // Under a rate cap, small reads keep the pace smooth.
+    let mut buf = vec![0u8; rate.map_or(64 * 1024, |r| (r / 20).clamp(1, 64 * 1024) as usize)];
+    let started = Instant::now();
     // buf[pos..end] is read but not yet forwarded
     let (mut pos, mut end) = (0usize, 0usize);
     loop {
@@ -390,6 +417,13 @@ fn pump_down(
         let ok = match trickle {
             Some(d) => trickle_out(&mut client, head, d, sh),
             None => {
+                if let Some(r) = rate {
+                    // Wait until `sent + take` bytes are due at `r` bytes per second.
+                    let due = Duration::from_secs_f64((sent + take as u64) as f64 / r as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
                 let ok = client.write_all(head).is_ok();
                 if ok {
                     sh.bytes_down.fetch_add(head.len() as u64, Ordering::SeqCst);

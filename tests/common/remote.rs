@@ -439,18 +439,16 @@ impl RemoteTree {
     /// Every non-directory entry still under archive/ (files, symlinks,
     /// FIFOs; symlinks not followed), paths relative to archive/, sorted.
     pub fn remaining_files(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        walk_rel(&self.archive_dir(), "", &mut out, false);
-        out.sort();
-        out
+        super::local::walk_all(&self.archive_dir())
     }
 
     /// Every directory still under archive/ (relative paths, sorted).
     pub fn remaining_dirs(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        walk_rel(&self.archive_dir(), "", &mut out, true);
-        out.sort();
-        out
+        super::local::walk(&self.archive_dir())
+            .into_iter()
+            .filter(|(_, md)| md.is_dir())
+            .map(|(rel, _)| rel)
+            .collect()
     }
 
     /// Whether the current session dir still holds exactly its five files, unchanged.
@@ -587,29 +585,6 @@ fn make_ancestors_traversable(p: &Path) {
                 fs::set_permissions(a, fs::Permissions::from_mode(mode | 0o001))
                     .unwrap_or_else(|e| panic!("chmod o+x {}: {e}", a.display()));
             }
-        }
-    }
-}
-
-fn walk_rel(dir: &Path, prefix: &str, out: &mut Vec<String>, dirs: bool) {
-    let Ok(rd) = fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let ft = e.file_type().expect("file type");
-        if ft.is_dir() {
-            if dirs {
-                out.push(rel.clone());
-            }
-            walk_rel(&e.path(), &rel, out, dirs);
-        } else if !dirs {
-            out.push(rel);
         }
     }
 }
