@@ -674,3 +674,66 @@ fn compression_left_unset_follows_the_link_round_trip() {
     one_session(&mut tree);
     assert_eq!(pass(&slow, "slow"), (false, false));
 }
+
+/// Every cipher family a coprocessor's OpenSSH may offer decrypts to the
+/// same bytes. The stream and block ciphers (CTR, CBC) run through the
+/// bulk-decryption patch in `vendor/libssh2-sys` (PATCHES.md); the AEAD ones
+/// through libssh2's own per-block path. With an encrypt-then-MAC the MAC
+/// covers the ciphertext, so only the landed checksum would catch a wrong
+/// decryption: the sizes straddle the cipher block, the SSH packet and our
+/// read size.
+#[test]
+fn every_cipher_and_mac_family_lands_byte_identical_files() {
+    let sizes: [usize; 10] = [
+        0,
+        1,
+        15,
+        16,
+        17,
+        32_767,
+        32_768,
+        255 * 1024 + 1,
+        1024 * 1024 + 7,
+        3 * 1024 * 1024 + 13,
+    ];
+    let suites = [
+        ("aes128-ctr", "hmac-sha2-256", false),
+        ("aes256-ctr", "hmac-sha2-512-etm@openssh.com", false),
+        ("aes192-ctr", "hmac-sha2-256-etm@openssh.com", true),
+        ("aes128-cbc", "hmac-sha2-512", false),
+        ("aes256-cbc", "hmac-sha2-256-etm@openssh.com", false),
+        ("aes256-gcm@openssh.com", "hmac-sha2-256", false),
+        ("chacha20-poly1305@openssh.com", "hmac-sha2-256", false),
+    ];
+    for (i, (cipher, mac, compression)) in suites.into_iter().enumerate() {
+        let mut opts = SshdOptions::default().log_level("DEBUG1");
+        opts.ciphers = Some(cipher.into());
+        opts.macs = Some(mac.into());
+        let sshd = Sshd::start(opts);
+        let mut tree = RemoteTree::with_options(DEFAULT_COPROC_NAME, i as u64);
+        let sess = session_name(DEFAULT_COPROC_NAME, stamp(9));
+        for (k, size) in sizes.iter().enumerate() {
+            let name = element_file_name(
+                DEFAULT_COPROC_NAME,
+                "spat",
+                stamp(9).plus_secs(600 * k as i64),
+            );
+            tree.add_random_file(&format!("{sess}/{name}"), *size);
+        }
+        let mut site = Site::new("a", &sshd, &tree);
+        site.compression = Some(compression);
+        let mut client = Client::new();
+        client.add(site, &sshd);
+        let out = client.run();
+        assert_exit(&out, 0);
+        assert_landed(&client.data_dir(), "a", &tree.manifest());
+        assert!(tree.remaining_files().is_empty(), "{cipher}");
+        // The suite under test is the one that was negotiated.
+        let wanted = format!("server->client cipher: {cipher}");
+        assert!(
+            sshd.log_count(&wanted) > 0,
+            "{cipher} {mac} not negotiated:\n{}",
+            sshd.log()
+        );
+    }
+}

@@ -785,3 +785,9 @@ pub fn init() {
         assert_eq!(libssh2_init(0), 0);
     }
 }
+
+/// Which local patches this copy carries (vendor/libssh2-sys/PATCHES.md).
+/// v2x-data-sftp-client names it at compile time, so a build that silently
+/// falls back to the unpatched crates.io copy fails instead of running
+/// slower.
+pub const V2X_PATCHES: &str = "bulk-decrypt";

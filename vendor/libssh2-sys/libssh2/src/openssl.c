@@ -937,6 +937,23 @@ int ssh2_cipher_crypt(ssh2_cipher_ctx *ctx, SSH2_CIPHER_T(algo), int encrypt,
 
     (void)algo;
 
+    /* v2x-data-sftp-client patch (see vendor/libssh2-sys/PATCHES.md): a run
+       of whole blocks from transport_decrypt() for a cipher without AEAD,
+       decrypted in place in one call. OpenSSL allows in == out for these
+       modes. Success is tested exactly as on the per-block path below. */
+    if(!is_aesgcm && blocksize > sizeof(buf)) {
+        ret = EVP_Cipher(*ctx, block, block, (unsigned int)blocksize);
+#if defined(USE_OPENSSL_3) || defined(LIBSSH2_WOLFSSL)
+        if(ret == -1)
+#else
+        if(ret < 1)
+#endif
+            return 1;
+        if(IS_LAST(firstlast) && EVP_Cipher(*ctx, NULL, NULL, 0) < 0)
+            return 1;
+        return 0;
+    }
+
     if(blocksize > sizeof(buf) ||
        blocksize < (size_t)(aadlen + authenticationtag))
         return 1;

@@ -144,6 +144,24 @@ static int transport_decrypt(LIBSSH2_SESSION *session, unsigned char *source,
     if(!CRYPT_FLAG_R(session, SSH2_CRYPT_FLAG_PKTLEN_AAD))
         assert((len % blocksize) == 0);
 
+#ifdef LIBSSH2_OPENSSL
+    /* v2x-data-sftp-client patch (see vendor/libssh2-sys/PATCHES.md):
+       a cipher without flags (CTR, CBC, ...) has no per-packet framing of
+       its own, so one call over the whole run of blocks produces the same
+       bytes as one call per block. With OpenSSL 3 the per-call overhead
+       of a 16-byte EVP_Cipher was most of a bulk download's client CPU. */
+    if(!session->remote.crypt->flags && len > blocksize) {
+        if(session->remote.crypt->crypt(session, 0, source, len,
+                                        &session->remote.crypt_abstract,
+                                        firstlast)) {
+            SSH2_SAFEFREE(session, p->payload);
+            return LIBSSH2_ERROR_DECRYPT;
+        }
+        memcpy(dest, source, len);
+        return LIBSSH2_ERROR_NONE;
+    }
+#endif
+
     while(len > 0) {
         /* normally decrypt up to blocksize bytes at a time */
         ssize_t decryptlen = SSH2_MIN(blocksize, len);
