@@ -29,6 +29,11 @@
 //! | [`trust`] | `trust`: fetch a host key, confirm, add it to known_hosts |
 //! | [`plan`] | `run --dry-run`: a listing walk that says what a pass would do |
 //! | [`probe`] | `check-config --connect`: try every intersection, say what to fix |
+//!
+//! Outside `src/`: `vendor/libssh2-sys` is the libssh2 the `ssh2` crate links,
+//! with one patch that decrypts a packet in one call instead of per 16-byte
+//! block (`vendor/libssh2-sys/PATCHES.md`); [`sftp`] refuses to build
+//! without it.
 
 pub mod classify;
 pub mod cli;
