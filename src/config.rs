@@ -253,12 +253,9 @@ pub fn check_secret_files(config: &Config) -> Vec<ConfigError> {
 /// Opens the file for reading, the way the connect code will.
 fn check_readable_file(path: &Path) -> Result<(), String> {
     use std::io::ErrorKind;
-    match std::fs::File::open(path) {
-        Ok(file) => match file.metadata() {
-            Ok(m) if m.is_dir() => Err("is a directory; point the key at a file".into()),
-            Ok(_) => Ok(()),
-            Err(e) => Err(format!("cannot be inspected ({e})")),
-        },
+    match crate::secret::open_secret_file(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::InvalidInput => Err(e.to_string()),
         Err(e) if e.kind() == ErrorKind::NotFound => {
             Err("does not exist; create it or fix the path".into())
         }

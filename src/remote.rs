@@ -440,6 +440,11 @@ fn authenticate(session: &Session, ix: &Intersection, display: &str) -> Result<(
                 .as_deref()
                 .map(read_secret_file)
                 .transpose()?;
+            // libssh2 opens the key itself, and would block on a FIFO.
+            crate::secret::open_secret_file(path).map_err(|source| RemoteError::SecretFile {
+                path: path.clone(),
+                source,
+            })?;
             session.userauth_pubkey_file(&ix.username, None, path, passphrase.as_deref())
         }
     };
@@ -452,11 +457,10 @@ fn authenticate(session: &Session, ix: &Intersection, display: &str) -> Result<(
 
 /// A password or passphrase file's first line, without its line ending.
 fn read_secret_file(path: &Path) -> Result<String, RemoteError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RemoteError::SecretFile {
+    crate::secret::read_secret_line(path).map_err(|source| RemoteError::SecretFile {
         path: path.to_path_buf(),
         source,
-    })?;
-    Ok(text.lines().next().unwrap_or("").to_string())
+    })
 }
 
 impl Remote {

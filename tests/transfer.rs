@@ -358,6 +358,63 @@ fn unreadable_password_file_fails_only_its_intersection() {
     assert!(stderr(&out).contains("password_file"), "{}", stderr(&out));
 }
 
+/// A FIFO where a secret file should be would block `open` until someone
+/// writes to it, out of reach of every timeout: the pass would hang.
+#[test]
+fn a_fifo_as_password_or_key_file_fails_its_intersection_at_once() {
+    let sshd = Sshd::start_default();
+    let (mut t1, mut t2, mut t3) = (RemoteTree::new(), RemoteTree::new(), RemoteTree::new());
+    one_session(&mut t1);
+    one_session(&mut t2);
+    one_session(&mut t3);
+    let mut client = Client::new();
+    let fifo = client.dir.path().join("secret-fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let mut pw = Site::new("pw-fifo", &sshd, &t1);
+    pw.auth = TestAuth::PasswordFile(fifo.clone());
+    client.add(pw, &sshd);
+    let mut key = Site::new("key-fifo", &sshd, &t2);
+    key.auth = TestAuth::Key(fifo.clone(), None);
+    client.add_untrusted(key);
+    client.add_untrusted(Site::new("good", &sshd, &t3));
+    client.write();
+
+    let started = Instant::now();
+    let mut child = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(client.config_path())
+        .arg("run")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("the pass hung on a FIFO secret file");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert_eq!(err.matches("a FIFO").count(), 2, "{err}");
+    assert_eq!(t1.remaining_files().len(), t1.manifest().len());
+    assert_eq!(t2.remaining_files().len(), t2.manifest().len());
+    assert_landed(&client.data_dir(), "good", &t3.manifest());
+
+    let out = client.cmd(&["check-config"]);
+    assert_exit(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("password_file") && err.contains("private_key"),
+        "{err}"
+    );
+    assert!(err.contains("a FIFO"), "{err}");
+}
+
 #[test]
 fn unreachable_and_silent_hosts_fail_within_the_timeout_while_others_succeed() {
     let sshd = Sshd::start_default();
