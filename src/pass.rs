@@ -216,7 +216,11 @@ impl<'a> IntersectionRun<'a> {
                         if let Some(rtt) = rtt {
                             self.report.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
                         }
-                        self.transfer(&mut remote)
+                        let result = self.transfer(&mut remote);
+                        if matches!(result, Err(Stop::Reconnect(_))) {
+                            remote.abandon();
+                        }
+                        result
                     });
             let why = match result {
                 Err(Stop::Reconnect(why)) => why,

@@ -183,7 +183,13 @@ pub fn connect_adaptive(
         ));
     }
     let mut remote = connect_with(ix, known, transfer, on_socket, None)?;
-    let rtt = remote.round_trip()?;
+    let rtt = match remote.round_trip() {
+        Ok(rtt) => rtt,
+        Err(e) => {
+            remote.abandon();
+            return Err(e);
+        }
+    };
     let slow = rtt >= COMPRESS_ABOVE_RTT;
     if slow != remote.compressed {
         // Compressing a fast link wastes the coprocessor's CPU; not
@@ -466,6 +472,14 @@ fn read_secret_file(path: &Path) -> Result<String, RemoteError> {
 impl Remote {
     pub fn interrupter(&self) -> io::Result<Interrupter> {
         Ok(Interrupter(self.socket.try_clone()?))
+    }
+
+    /// Gives up on a link that failed (a stall, a cut, a timeout): shuts the
+    /// socket down before the drop, so libssh2's polite channel close and
+    /// disconnect fail at once instead of each waiting `io_timeout` on a
+    /// peer that no longer answers.
+    pub fn abandon(self) {
+        let _ = self.socket.shutdown(Shutdown::Both);
     }
 
     /// One SFTP request's round trip (an lstat of the login folder): the
