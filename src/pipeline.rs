@@ -48,7 +48,7 @@ pub const CHUNK: u32 = 255 << 10;
 /// Threads that fsync and rename finished files while the network goes on.
 pub const COMMIT_THREADS: usize = 4;
 /// Folders listed at once.
-pub const MAX_DIRS: usize = 16;
+pub const MAX_DIRS: usize = 64;
 /// How deep folders are followed below `archive/`.
 pub const MAX_DEPTH: usize = 8;
 
@@ -110,6 +110,11 @@ struct Dir {
     resolved: bool,
     /// Children as listed, for ordering: (mtime, name, what).
     children: Vec<(u64, OsString, Child)>,
+    /// READDIRs sent and unanswered: the handle is closed only at zero, or
+    /// the server would answer the rest with a bad handle.
+    readdirs_out: usize,
+    /// The listing's end (EOF or an error) has come back.
+    listed: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -229,10 +234,15 @@ impl<'a, 'c> Engine<'a, 'c> {
             kept: false,
             resolved: false,
             children: Vec::new(),
+            readdirs_out: 0,
+            listed: false,
         });
         let mut queue: VecDeque<usize> = VecDeque::from([0]);
+        // Folders opened and not yet at their end; READDIRs unanswered
+        // (the listing is over only when no answer can still arrive).
         let mut listing = 0usize;
-        while !queue.is_empty() || listing > 0 {
+        let mut readdirs = 0usize;
+        while !queue.is_empty() || listing > 0 || readdirs > 0 {
             if self.cancelled() {
                 return Err(Stop::Cancelled);
             }
@@ -251,8 +261,14 @@ impl<'a, 'c> Engine<'a, 'c> {
             };
             match (op, response) {
                 (Op::OpenDir(d), Response::Handle(h)) => {
-                    let id = self.ch.send_readdir(&h);
-                    self.ops.insert(id, Op::ReadDir(d, h));
+                    // Two READDIRs at once, and another each time names come
+                    // back: a folder that fits in one answer (sftp-server
+                    // sends up to 100 names) is listed one round trip after
+                    // its open, the second answer being its end.
+                    for _ in 0..2 {
+                        self.send_readdir(d, &h);
+                    }
+                    readdirs += 2;
                 }
                 (Op::OpenDir(0), r) => {
                     return Err(Stop::Fatal(format!(
@@ -271,17 +287,32 @@ impl<'a, 'c> Engine<'a, 'c> {
                     self.resolve_dir_listing_failed(d);
                 }
                 (Op::ReadDir(d, h), Response::Name(entries)) => {
+                    readdirs -= 1;
+                    self.dirs[d].readdirs_out -= 1;
                     for e in entries {
                         if let Some(sub) = self.add_entry(d, e) {
                             queue.push_back(sub);
                         }
                     }
-                    let id = self.ch.send_readdir(&h);
-                    self.ops.insert(id, Op::ReadDir(d, h));
+                    if !self.dirs[d].listed {
+                        self.send_readdir(d, &h);
+                        readdirs += 1;
+                    } else if self.dirs[d].readdirs_out == 0 {
+                        // Names after the end: a server that answers out of
+                        // order. Recorded all the same.
+                        self.close_dir(&h);
+                    }
                 }
                 (Op::ReadDir(d, h), r) => {
-                    let id = self.ch.send_close(&h);
-                    self.ops.insert(id, Op::CloseDir);
+                    readdirs -= 1;
+                    self.dirs[d].readdirs_out -= 1;
+                    if self.dirs[d].readdirs_out == 0 {
+                        self.close_dir(&h);
+                    }
+                    if std::mem::replace(&mut self.dirs[d].listed, true) {
+                        // The second end of a folder read in one answer.
+                        continue;
+                    }
                     listing -= 1;
                     if !matches!(
                         r,
@@ -309,6 +340,17 @@ impl<'a, 'c> Engine<'a, 'c> {
         // Outstanding CLOSEs of folder handles are answered before anything
         // sent later; their answers are simply dropped by `recv` callers.
         Ok(())
+    }
+
+    fn send_readdir(&mut self, d: usize, handle: &[u8]) {
+        let id = self.ch.send_readdir(handle);
+        self.ops.insert(id, Op::ReadDir(d, handle.to_vec()));
+        self.dirs[d].readdirs_out += 1;
+    }
+
+    fn close_dir(&mut self, handle: &[u8]) {
+        let id = self.ch.send_close(handle);
+        self.ops.insert(id, Op::CloseDir);
     }
 
     /// Records one listed entry of folder `d`; returns a folder to list.
@@ -351,6 +393,8 @@ impl<'a, 'c> Engine<'a, 'c> {
             kept: false,
             resolved: false,
             children: Vec::new(),
+            readdirs_out: 0,
+            listed: false,
         });
         self.dirs[d].pending += 1;
         self.dirs[d].children.push((mtime, name, Child::Dir(sub)));

@@ -254,13 +254,25 @@ fn connect_with(
         source,
     })?;
     session.set_tcp_stream(socket_for_session);
+    let started = Instant::now();
     session.handshake().map_err(handshake_err)?;
+    let handshake = started.elapsed();
 
     verify_host_key(&session, known, ix, &display)?;
     authenticate(&session, ix, &display)?;
+    let authenticated = started.elapsed();
 
     session.set_timeout(millis(transfer.io_timeout));
     let sftp = SftpChannel::start(&session)?;
+    // Where a slow start goes, for whoever reads the debug log of a link.
+    tracing::debug!(
+        intersection = %ix.name,
+        compression = compress,
+        handshake_ms = handshake.as_millis() as u64,
+        authenticated_ms = authenticated.as_millis() as u64,
+        sftp_ready_ms = started.elapsed().as_millis() as u64,
+        "session open"
+    );
     Ok(Remote {
         sftp,
         _session: session,
