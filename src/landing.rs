@@ -25,6 +25,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, UNIX_EPOCH};
@@ -41,6 +42,19 @@ const NAME_MAX: usize = 255;
 const WRITEBACK_EVERY: u64 = 8 << 20;
 /// Conflict names tried before giving up on a file.
 const MAX_CONFLICTS: u32 = 1000;
+/// Files at least this big (from where they resume) bypass the page cache;
+/// see [`Direct`].
+const DIRECT_MIN: u64 = 4 << 20;
+/// What one direct write carries, and the buffer each such file holds.
+const DIRECT_BUF: usize = 1 << 20;
+/// Direct buffers in the whole process at once (16 MiB): past that, files
+/// are written through the page cache, so memory stays bounded however many
+/// big files are open.
+const DIRECT_BUFFERS: usize = 16;
+static DIRECT_IN_USE: AtomicUsize = AtomicUsize::new(0);
+/// O_DIRECT wants memory, offsets and lengths aligned to the device's
+/// logical block; 4096 covers 512-byte and 4K devices alike.
+const DIRECT_ALIGN: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LandingError {
@@ -185,7 +199,9 @@ impl Lander {
         }
         file.seek(SeekFrom::Start(have))
             .map_err(|e| LandingError::io("seeking", &temp, e))?;
+        let direct = Direct::open(&temp, have, id.size);
         Ok(Partial {
+            direct,
             file,
             dir: dir.to_path_buf(),
             name: name.to_os_string(),
@@ -239,8 +255,103 @@ fn temp_name(name: &OsStr, id: Identity) -> OsString {
     OsString::from_vec(out)
 }
 
+/// A big file's data on its way to disk around the page cache.
+///
+/// Landed files are archives: nothing reads them back soon, yet buffered
+/// writes pay to copy every byte into the page cache and again to write it
+/// back before the fsync (on a 1 GiB file, `dd` here: 0.46 s of system CPU
+/// buffered, 0.08 s with O_DIRECT). Data is gathered in an aligned buffer and
+/// written in whole [`DIRECT_BUF`] blocks through a second, O_DIRECT
+/// descriptor, so the temporary file on disk is still always a prefix of
+/// the remote file: what a later pass resumes from. The unaligned tail goes
+/// through the ordinary descriptor at commit, and the fsync covers both.
+struct Direct {
+    file: File,
+    buf: AlignedBuf,
+    len: usize,
+    _slot: DirectSlot,
+}
+
+impl Direct {
+    /// `None` (buffered writes) for small files, for a resume that does not
+    /// start on a block boundary, when [`DIRECT_BUFFERS`] are all taken, and
+    /// where the filesystem refuses O_DIRECT (tmpfs, some network
+    /// filesystems).
+    fn open(temp: &Path, have: u64, size: u64) -> Option<Direct> {
+        if size.saturating_sub(have) < DIRECT_MIN || !have.is_multiple_of(DIRECT_ALIGN as u64) {
+            return None;
+        }
+        let slot = DirectSlot::take()?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(temp)
+            .ok()?;
+        file.seek(SeekFrom::Start(have)).ok()?;
+        Some(Direct {
+            file,
+            buf: AlignedBuf::new(DIRECT_BUF)?,
+            len: 0,
+            _slot: slot,
+        })
+    }
+}
+
+/// One of the [`DIRECT_BUFFERS`], given back on drop.
+struct DirectSlot;
+
+impl DirectSlot {
+    fn take() -> Option<DirectSlot> {
+        DIRECT_IN_USE
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < DIRECT_BUFFERS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| DirectSlot)
+    }
+}
+
+impl Drop for DirectSlot {
+    fn drop(&mut self) {
+        DIRECT_IN_USE.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A zeroed heap buffer aligned to [`DIRECT_ALIGN`].
+struct AlignedBuf {
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: the buffer is plain bytes owned by this value alone.
+unsafe impl Send for AlignedBuf {}
+
+impl AlignedBuf {
+    fn new(len: usize) -> Option<AlignedBuf> {
+        let layout = std::alloc::Layout::from_size_align(len, DIRECT_ALIGN).ok()?;
+        // SAFETY: `layout` has a non-zero size.
+        let ptr = std::ptr::NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })?;
+        Some(AlignedBuf { ptr, layout })
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` points to `layout.size()` initialised bytes that
+        // only this value owns, borrowed mutably through `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this very layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
 /// A download in progress into its temporary file.
 pub struct Partial {
+    /// Set for big files: see [`Direct`].
+    direct: Option<Direct>,
     file: File,
     dir: PathBuf,
     name: OsString,
@@ -262,6 +373,23 @@ impl Partial {
     }
 
     pub fn write(&mut self, buf: &[u8]) -> Result<(), LandingError> {
+        if let Some(d) = self.direct.as_mut() {
+            let mut rest = buf;
+            while !rest.is_empty() {
+                let n = rest.len().min(DIRECT_BUF - d.len);
+                d.buf.bytes()[d.len..d.len + n].copy_from_slice(&rest[..n]);
+                d.len += n;
+                rest = &rest[n..];
+                if d.len == DIRECT_BUF {
+                    d.file
+                        .write_all(&d.buf.bytes()[..DIRECT_BUF])
+                        .map_err(|e| LandingError::io("writing", &self.temp, e))?;
+                    d.len = 0;
+                }
+            }
+            self.written += buf.len() as u64;
+            return Ok(());
+        }
         self.file
             .write_all(buf)
             .map_err(|e| LandingError::io("writing", &self.temp, e))?;
@@ -278,13 +406,42 @@ impl Partial {
         let _ = fs::remove_file(&self.temp);
     }
 
+    /// Writes what a [`Direct`] still holds: whole blocks directly, the
+    /// unaligned tail through the ordinary descriptor.
+    fn flush_direct(&mut self) -> io::Result<()> {
+        let Some(mut d) = self.direct.take() else {
+            return Ok(());
+        };
+        let aligned = d.len / DIRECT_ALIGN * DIRECT_ALIGN;
+        d.file.write_all(&d.buf.bytes()[..aligned])?;
+        let tail = &d.buf.bytes()[aligned..d.len];
+        if !tail.is_empty() {
+            self.file
+                .seek(SeekFrom::Start(self.written - tail.len() as u64))?;
+            self.file.write_all(tail)?;
+        }
+        Ok(())
+    }
+
     /// Verifies, fsyncs and renames the file into place; see the module docs.
-    pub fn commit(self) -> Result<Landed, LandingError> {
-        if self.written != self.id.size {
+    pub fn commit(mut self) -> Result<Landed, LandingError> {
+        if let Err(e) = self.flush_direct() {
+            let err = LandingError::io("writing", &self.temp, e);
+            self.discard();
+            return Err(err);
+        }
+        // What the file holds, not what was handed to it: the two
+        // descriptors must have left no gap and nothing behind.
+        let on_disk = self
+            .file
+            .metadata()
+            .map_err(|e| LandingError::io("inspecting", &self.temp, e))?
+            .len();
+        if self.written != self.id.size || on_disk != self.written {
             let err = LandingError::Incomplete {
                 path: self.temp.clone(),
                 expected: self.id.size,
-                got: self.written,
+                got: on_disk,
             };
             self.discard();
             return Err(err);
@@ -721,6 +878,79 @@ mod tests {
         fs::write(tmp.path().join("f"), b"aaaa").unwrap();
         let r = land(&mut Lander::new(), tmp.path(), "f", b"aaab", 1).unwrap();
         assert_eq!(r.path, tmp.path().join("f.conflict-1"));
+    }
+
+    /// The direct-buffer count is process-wide: tests that count it take turns.
+    static DIRECT_TESTS: Mutex<()> = Mutex::new(());
+
+    #[test]
+    fn big_files_bypass_the_page_cache_and_stay_a_resumable_prefix() {
+        // Under the target folder, not /tmp: the test must run where the
+        // landed files would (an ext4 or xfs disk takes O_DIRECT, tmpfs not).
+        let _serial = DIRECT_TESTS.lock().unwrap();
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        fs::create_dir_all(&target).unwrap();
+        let tmp = tempfile::tempdir_in(target).unwrap();
+        let dir = tmp.path();
+        let size = DIRECT_MIN as usize + 3 * DIRECT_BUF + 4321;
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 + i / 4099) as u8).collect();
+        let id = Identity {
+            size: size as u64,
+            mtime: 9,
+        };
+        let mut p = Lander::new().open(dir, os("big"), id).unwrap();
+        assert!(
+            p.direct.is_some(),
+            "this filesystem refused O_DIRECT; run the tests on a disk-backed one"
+        );
+        // Odd piece sizes, as SFTP answers arrive.
+        let cut = DIRECT_BUF * 2 + 777;
+        for piece in data[..cut].chunks(65_437) {
+            p.write(piece).unwrap();
+        }
+        assert_eq!(p.offset(), cut as u64);
+        drop(p); // killed: what is on disk is whole blocks, a prefix
+        let temp = dir.join(temp_name(os("big"), id));
+        let on_disk = fs::read(&temp).unwrap();
+        assert_eq!(on_disk.len(), 2 * DIRECT_BUF);
+        assert!(data.starts_with(&on_disk));
+
+        let mut p = Lander::new().open(dir, os("big"), id).unwrap();
+        assert_eq!(p.resumed_from(), 2 * DIRECT_BUF as u64);
+        assert!(p.direct.is_some());
+        for piece in data[2 * DIRECT_BUF..].chunks(100_003) {
+            p.write(piece).unwrap();
+        }
+        let landed = p.commit().unwrap();
+        assert_eq!(fs::read(&landed.path).unwrap(), data);
+        assert_eq!(DIRECT_IN_USE.load(Ordering::SeqCst), 0);
+
+        // A resume that does not start on a block boundary is written
+        // through the page cache, and lands the same.
+        let mut p = Lander::new().open(dir, os("odd"), id).unwrap();
+        p.write(&data[..DIRECT_BUF]).unwrap();
+        drop(p);
+        let temp = dir.join(temp_name(os("odd"), id));
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&temp)
+            .unwrap()
+            .write_all(&data[DIRECT_BUF..DIRECT_BUF + 5])
+            .unwrap();
+        let mut p = Lander::new().open(dir, os("odd"), id).unwrap();
+        assert!(p.direct.is_none());
+        let off = p.offset() as usize;
+        p.write(&data[off..]).unwrap();
+        assert_eq!(fs::read(p.commit().unwrap().path).unwrap(), data);
+    }
+
+    #[test]
+    fn direct_buffers_are_bounded() {
+        let _serial = DIRECT_TESTS.lock().unwrap();
+        let slots: Vec<DirectSlot> = std::iter::from_fn(DirectSlot::take).take(100).collect();
+        assert_eq!(slots.len(), DIRECT_BUFFERS);
+        drop(slots);
+        assert!(DirectSlot::take().is_some());
     }
 
     #[test]

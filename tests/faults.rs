@@ -567,41 +567,61 @@ fn failing_local_write_fsync_or_rename_keeps_the_remote_copy() {
     let sshd = Sshd::start_default();
     let mut tally = Tally::default();
     let mut trials = 0;
+    let mut cases: Vec<(&str, &str, &str, bool)> = Vec::new();
     for op in ["write", "fsync", "dirfsync", "rename"] {
-        for (errno, after) in [("EIO", "0"), ("ENOSPC", "3")] {
-            let trees = vec![mixed_tree(700 + trials)];
-            let client = client_for(&sshd, &trees);
-            let prefix = client.data_dir().display().to_string();
-            let context = format!("{op} fails with {errno} after {after}");
-            let f = run_with_env(
-                &client,
-                &[
-                    ("LD_PRELOAD", shim),
-                    ("V2X_FAIL_PREFIX", prefix.as_str()),
-                    ("V2X_FAIL_OP", op),
-                    ("V2X_FAIL_ERRNO", errno),
-                    ("V2X_FAIL_AFTER", after),
-                ],
-                LIMIT,
+        cases.push((op, "EIO", "0", false));
+        cases.push((op, "ENOSPC", "3", false));
+    }
+    // One 8 MiB file, written around the page cache (O_DIRECT, 1 MiB at a
+    // time): the third write fails mid-file.
+    cases.push(("write", "EIO", "2", true));
+    cases.push(("write", "ENOSPC", "2", true));
+    for (op, errno, after, big_only) in cases {
+        let seed = 700 + trials;
+        let trees = vec![if big_only {
+            let mut t = RemoteTree::with_options("Direct", seed);
+            t.add_random_file(
+                &format!(
+                    "{}/D_spatLog_06092021_000000.csv",
+                    session_name("D", stamp(6, 9))
+                ),
+                8 << 20,
             );
-            assert_eq!(
-                f.code(),
-                Some(1),
-                "{context}: the shim did not bite?\n{}",
-                f.stderr
-            );
-            let said = if errno == "ENOSPC" {
-                "disk full"
-            } else {
-                "I/O error"
-            };
-            assert!(f.stderr.contains(said), "{context}: {}", f.stderr);
-            check_nothing_lost(&client, &trees, &context);
-            assert!(!trees[0].remaining_files().is_empty(), "{context}");
-            assert_eq!(rerun_until_ok(&client, 1, &context), 1);
-            tally += check_complete(&client, &trees, &context);
-            trials += 1;
-        }
+            t
+        } else {
+            mixed_tree(seed)
+        }];
+        let client = client_for(&sshd, &trees);
+        let prefix = client.data_dir().display().to_string();
+        let context = format!("{op} fails with {errno} after {after}");
+        let f = run_with_env(
+            &client,
+            &[
+                ("LD_PRELOAD", shim),
+                ("V2X_FAIL_PREFIX", prefix.as_str()),
+                ("V2X_FAIL_OP", op),
+                ("V2X_FAIL_ERRNO", errno),
+                ("V2X_FAIL_AFTER", after),
+            ],
+            LIMIT,
+        );
+        assert_eq!(
+            f.code(),
+            Some(1),
+            "{context}: the shim did not bite?\n{}",
+            f.stderr
+        );
+        let said = if errno == "ENOSPC" {
+            "disk full"
+        } else {
+            "I/O error"
+        };
+        assert!(f.stderr.contains(said), "{context}: {}", f.stderr);
+        check_nothing_lost(&client, &trees, &context);
+        assert!(!trees[0].remaining_files().is_empty(), "{context}");
+        assert_eq!(rerun_until_ok(&client, 1, &context), 1);
+        tally += check_complete(&client, &trees, &context);
+        trials += 1;
     }
     record(Row {
         fault:
