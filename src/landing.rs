@@ -5,7 +5,9 @@
 //!
 //! 1. bytes go to a hidden temporary file in the target folder, named after
 //!    the remote file *and* its size and mtime, so a later pass resumes it
-//!    only when the remote file is unchanged;
+//!    only when the remote file is unchanged (big files skip the page cache,
+//!    see `Direct`; the file on disk is a prefix of the remote one either
+//!    way);
 //! 2. the byte count is checked against the remote size, the file is fsynced;
 //! 3. it is renamed into place without ever replacing an existing file
 //!    (`renameat2(RENAME_NOREPLACE)`, or `link` where the filesystem lacks
