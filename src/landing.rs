@@ -299,6 +299,12 @@ impl Direct {
     }
 }
 
+/// EINVAL from an O_DIRECT write: the filesystem or device wants another
+/// alignment, or no direct writes at all, though it took the open.
+fn is_einval(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EINVAL)
+}
+
 /// One of the [`DIRECT_BUFFERS`], given back on drop.
 struct DirectSlot;
 
@@ -377,20 +383,33 @@ impl Partial {
     pub fn write(&mut self, buf: &[u8]) -> Result<(), LandingError> {
         if let Some(d) = self.direct.as_mut() {
             let mut rest = buf;
+            let mut refused = false;
             while !rest.is_empty() {
                 let n = rest.len().min(DIRECT_BUF - d.len);
                 d.buf.bytes()[d.len..d.len + n].copy_from_slice(&rest[..n]);
                 d.len += n;
                 rest = &rest[n..];
                 if d.len == DIRECT_BUF {
-                    d.file
-                        .write_all(&d.buf.bytes()[..DIRECT_BUF])
-                        .map_err(|e| LandingError::io("writing", &self.temp, e))?;
-                    d.len = 0;
+                    match d.file.write_all(&d.buf.bytes()[..DIRECT_BUF]) {
+                        Ok(()) => d.len = 0,
+                        Err(e) if is_einval(&e) => {
+                            refused = true;
+                            break;
+                        }
+                        Err(e) => return Err(LandingError::io("writing", &self.temp, e)),
+                    }
                 }
             }
-            self.written += buf.len() as u64;
-            return Ok(());
+            let consumed = buf.len() - rest.len();
+            self.written += consumed as u64;
+            if !refused {
+                return Ok(());
+            }
+            // The filesystem took the O_DIRECT open but not the writes:
+            // what is buffered and the rest go through the page cache.
+            self.leave_direct()
+                .map_err(|e| LandingError::io("writing", &self.temp, e))?;
+            return self.write(rest);
         }
         self.file
             .write_all(buf)
@@ -411,18 +430,31 @@ impl Partial {
     /// Writes what a [`Direct`] still holds: whole blocks directly, the
     /// unaligned tail through the ordinary descriptor.
     fn flush_direct(&mut self) -> io::Result<()> {
-        let Some(mut d) = self.direct.take() else {
+        let Some(d) = self.direct.as_mut() else {
             return Ok(());
         };
         let aligned = d.len / DIRECT_ALIGN * DIRECT_ALIGN;
-        d.file.write_all(&d.buf.bytes()[..aligned])?;
-        let tail = &d.buf.bytes()[aligned..d.len];
-        if !tail.is_empty() {
-            self.file
-                .seek(SeekFrom::Start(self.written - tail.len() as u64))?;
-            self.file.write_all(tail)?;
+        match d.file.write_all(&d.buf.bytes()[..aligned]) {
+            Ok(()) => {
+                d.buf.bytes().copy_within(aligned..d.len, 0);
+                d.len -= aligned;
+            }
+            Err(e) if is_einval(&e) => {}
+            Err(e) => return Err(e),
         }
-        Ok(())
+        self.leave_direct()
+    }
+
+    /// Ends direct writing: what the buffer holds goes through the ordinary
+    /// descriptor, right after what is on disk, and so does all that follows.
+    fn leave_direct(&mut self) -> io::Result<()> {
+        let Some(mut d) = self.direct.take() else {
+            return Ok(());
+        };
+        let pending = &d.buf.bytes()[..d.len];
+        self.file
+            .seek(SeekFrom::Start(self.written - pending.len() as u64))?;
+        self.file.write_all(pending)
     }
 
     /// Verifies, fsyncs and renames the file into place; see the module docs.

@@ -633,6 +633,55 @@ fn failing_local_write_fsync_or_rename_keeps_the_remote_copy() {
     });
 }
 
+/// A filesystem may take an O_DIRECT open and then refuse the writes
+/// (EINVAL: another alignment, or no direct I/O at all). The file being
+/// written goes on through the page cache and lands whole in the same pass.
+#[test]
+fn direct_writes_refused_with_einval_fall_back_to_the_page_cache() {
+    let shim = failwrite_shim();
+    let shim = shim.to_str().expect("utf-8 path");
+    let sshd = Sshd::start_default();
+    let mut tally = Tally::default();
+    let mut trials = 0;
+    // Writes 0-7 are the eight whole blocks, write 8 the aligned part of the
+    // tail at commit.
+    for after in ["0", "1", "7", "8"] {
+        let mut tree = RemoteTree::with_options("Einval", 900 + trials);
+        tree.add_random_file(
+            &format!(
+                "{}/E_spatLog_06092021_000000.csv",
+                session_name("E", stamp(6, 9))
+            ),
+            (8 << 20) + 12_345,
+        );
+        let trees = vec![tree];
+        let client = client_for(&sshd, &trees);
+        let prefix = client.data_dir().display().to_string();
+        let context = format!("EINVAL on direct write {after}");
+        let f = run_with_env(
+            &client,
+            &[
+                ("LD_PRELOAD", shim),
+                ("V2X_FAIL_PREFIX", prefix.as_str()),
+                ("V2X_FAIL_OP", "write"),
+                ("V2X_FAIL_ERRNO", "EINVAL"),
+                ("V2X_FAIL_AFTER", after),
+                ("V2X_FAIL_TIMES", "1"),
+            ],
+            LIMIT,
+        );
+        assert_eq!(f.code(), Some(0), "{context}\n{}", f.stderr);
+        tally += check_complete(&client, &trees, &context);
+        trials += 1;
+    }
+    record(Row {
+        fault: "4c. direct (O_DIRECT) writes refused with EINVAL".into(),
+        trials,
+        tally,
+        note: "the file went on through the page cache and landed in the same pass".into(),
+    });
+}
+
 /// Regression: a temporary file whose fsync failed was resumed by the next
 /// pass as if complete. After a failed fsync the kernel may have dropped
 /// the dirty pages (marked clean, never written): the bytes read back later
