@@ -370,7 +370,9 @@ pub struct Partial {
 }
 
 impl Partial {
-    /// Bytes already in the temporary file: where the download resumes.
+    /// Bytes handed to this partial so far: where the next data belongs.
+    /// (A direct buffer may still hold the last of them; a resume starts
+    /// from what the file holds.)
     pub fn offset(&self) -> u64 {
         self.written
     }
@@ -388,6 +390,8 @@ impl Partial {
                 let n = rest.len().min(DIRECT_BUF - d.len);
                 d.buf.bytes()[d.len..d.len + n].copy_from_slice(&rest[..n]);
                 d.len += n;
+                // Kept in step with the buffer: on disk is `written - d.len`.
+                self.written += n as u64;
                 rest = &rest[n..];
                 if d.len == DIRECT_BUF {
                     match d.file.write_all(&d.buf.bytes()[..DIRECT_BUF]) {
@@ -400,8 +404,6 @@ impl Partial {
                     }
                 }
             }
-            let consumed = buf.len() - rest.len();
-            self.written += consumed as u64;
             if !refused {
                 return Ok(());
             }
