@@ -557,13 +557,50 @@ fn free_space_precheck_counts_files_in_progress_and_keeps_min_free_space() {
     });
 }
 
+/// One session holding one file of `size` random bytes (an spat log of
+/// coprocessor `coproc`).
+fn one_file_tree(coproc: &str, seed: u64, size: usize) -> (RemoteTree, ManifestEntry) {
+    let mut t = RemoteTree::with_options(coproc, seed);
+    let e = t.add_random_file(
+        &format!(
+            "{}/{coproc}_spatLog_06092021_000000.csv",
+            session_name(coproc, stamp(6, 9))
+        ),
+        size,
+    );
+    (t, e)
+}
+
+/// A pass with the failwrite shim (tests/common/failwrite.c) failing `op`
+/// with `errno` under the client's data folder, after `after` matching
+/// calls, `times` times (all of them when `None`).
+fn run_with_failing(
+    client: &Client,
+    op: &str,
+    errno: &str,
+    after: &str,
+    times: Option<&str>,
+) -> Finished {
+    let shim = failwrite_shim();
+    let prefix = client.data_dir().display().to_string();
+    let mut env = vec![
+        ("LD_PRELOAD", shim.to_str().expect("utf-8 path")),
+        ("V2X_FAIL_PREFIX", prefix.as_str()),
+        ("V2X_FAIL_OP", op),
+        ("V2X_FAIL_ERRNO", errno),
+        ("V2X_FAIL_AFTER", after),
+    ];
+    if let Some(t) = times {
+        env.push(("V2X_FAIL_TIMES", t));
+    }
+    run_with_env(client, &env, LIMIT)
+}
+
 /// Issue 5.4: local writes, fsyncs and renames that fail with ENOSPC or EIO
 /// (an LD_PRELOAD shim): the pass stops, the remote copy of the file being
 /// landed stays, the next pass lands everything exactly once.
 #[test]
 fn failing_local_write_fsync_or_rename_keeps_the_remote_copy() {
-    let shim = failwrite_shim();
-    let shim = shim.to_str().expect("utf-8 path");
     let sshd = Sshd::start_default();
     let mut tally = Tally::default();
     let mut trials = 0;
@@ -579,32 +616,13 @@ fn failing_local_write_fsync_or_rename_keeps_the_remote_copy() {
     for (op, errno, after, big_only) in cases {
         let seed = 700 + trials;
         let trees = vec![if big_only {
-            let mut t = RemoteTree::with_options("Direct", seed);
-            t.add_random_file(
-                &format!(
-                    "{}/D_spatLog_06092021_000000.csv",
-                    session_name("D", stamp(6, 9))
-                ),
-                8 << 20,
-            );
-            t
+            one_file_tree("D", seed, 8 << 20).0
         } else {
             mixed_tree(seed)
         }];
         let client = client_for(&sshd, &trees);
-        let prefix = client.data_dir().display().to_string();
         let context = format!("{op} fails with {errno} after {after}");
-        let f = run_with_env(
-            &client,
-            &[
-                ("LD_PRELOAD", shim),
-                ("V2X_FAIL_PREFIX", prefix.as_str()),
-                ("V2X_FAIL_OP", op),
-                ("V2X_FAIL_ERRNO", errno),
-                ("V2X_FAIL_AFTER", after),
-            ],
-            LIMIT,
-        );
+        let f = run_with_failing(&client, op, errno, after, None);
         assert_eq!(
             f.code(),
             Some(1),
@@ -638,38 +656,16 @@ fn failing_local_write_fsync_or_rename_keeps_the_remote_copy() {
 /// written goes on through the page cache and lands whole in the same pass.
 #[test]
 fn direct_writes_refused_with_einval_fall_back_to_the_page_cache() {
-    let shim = failwrite_shim();
-    let shim = shim.to_str().expect("utf-8 path");
     let sshd = Sshd::start_default();
     let mut tally = Tally::default();
     let mut trials = 0;
     // Writes 0-7 are the eight whole blocks, write 8 the aligned part of the
     // tail at commit.
     for after in ["0", "1", "7", "8"] {
-        let mut tree = RemoteTree::with_options("Einval", 900 + trials);
-        tree.add_random_file(
-            &format!(
-                "{}/E_spatLog_06092021_000000.csv",
-                session_name("E", stamp(6, 9))
-            ),
-            (8 << 20) + 12_345,
-        );
-        let trees = vec![tree];
+        let trees = vec![one_file_tree("E", 900 + trials, (8 << 20) + 12_345).0];
         let client = client_for(&sshd, &trees);
-        let prefix = client.data_dir().display().to_string();
         let context = format!("EINVAL on direct write {after}");
-        let f = run_with_env(
-            &client,
-            &[
-                ("LD_PRELOAD", shim),
-                ("V2X_FAIL_PREFIX", prefix.as_str()),
-                ("V2X_FAIL_OP", "write"),
-                ("V2X_FAIL_ERRNO", "EINVAL"),
-                ("V2X_FAIL_AFTER", after),
-                ("V2X_FAIL_TIMES", "1"),
-            ],
-            LIMIT,
-        );
+        let f = run_with_failing(&client, "write", "EINVAL", after, Some("1"));
         assert_eq!(f.code(), Some(0), "{context}\n{}", f.stderr);
         tally += check_complete(&client, &trees, &context);
         trials += 1;
@@ -688,29 +684,11 @@ fn direct_writes_refused_with_einval_fall_back_to_the_page_cache() {
 /// come from nowhere durable, so the next pass must download the file again.
 #[test]
 fn a_partial_whose_fsync_failed_is_downloaded_again_not_resumed() {
-    let shim = failwrite_shim();
     let sshd = Sshd::start_default();
-    let mut tree = RemoteTree::with_options("Fsync", 9);
-    let big = tree.add_random_file(
-        &format!(
-            "{}/F_spatLog_06092021_000000.csv",
-            session_name("F", stamp(6, 9))
-        ),
-        3 << 20,
-    );
+    let (tree, big) = one_file_tree("F", 9, 3 << 20);
     let trees = vec![tree];
     let client = client_for(&sshd, &trees);
-    let prefix = client.data_dir().display().to_string();
-    let f = run_with_env(
-        &client,
-        &[
-            ("LD_PRELOAD", shim.to_str().unwrap()),
-            ("V2X_FAIL_PREFIX", prefix.as_str()),
-            ("V2X_FAIL_OP", "fsync"),
-            ("V2X_FAIL_ERRNO", "EIO"),
-        ],
-        LIMIT,
-    );
+    let f = run_with_failing(&client, "fsync", "EIO", "0", None);
     assert_eq!(f.code(), Some(1), "{}", f.stderr);
     assert!(
         partial_files(&client.data_dir()).is_empty(),
