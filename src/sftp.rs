@@ -19,7 +19,7 @@ use std::io::{self, Read, Write};
 use ssh2::{Channel, Session};
 
 /// Bulk reads are only fast with the vendored libssh2 that decrypts a
-/// packet in one call rather than 16 bytes at a time (about 30% of the
+/// packet in one call rather than 16 bytes at a time (about 40% of the
 /// client's CPU on a 1 GiB file; vendor/libssh2-sys/PATCHES.md). Naming its
 /// marker here makes a build against the unpatched crate fail loudly.
 const _LIBSSH2_PATCHES: &str = libssh2_sys::V2X_PATCHES;
