@@ -117,6 +117,24 @@ struct Dir {
     listed: bool,
 }
 
+impl Dir {
+    /// A folder found, not yet listed.
+    fn new(path: PathBuf, rel: PathBuf, depth: usize, parent: Option<usize>) -> Dir {
+        Dir {
+            path,
+            rel,
+            depth,
+            parent,
+            pending: 0,
+            kept: false,
+            resolved: false,
+            children: Vec::new(),
+            readdirs_out: 0,
+            listed: false,
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Child {
     File(usize),
@@ -225,24 +243,13 @@ impl<'a, 'c> Engine<'a, 'c> {
     // ---- listing ----
 
     fn list_all(&mut self, archive: &Path) -> Result<(), Stop> {
-        self.dirs.push(Dir {
-            path: archive.to_path_buf(),
-            rel: PathBuf::new(),
-            depth: 0,
-            parent: None,
-            pending: 0,
-            kept: false,
-            resolved: false,
-            children: Vec::new(),
-            readdirs_out: 0,
-            listed: false,
-        });
+        self.dirs
+            .push(Dir::new(archive.to_path_buf(), PathBuf::new(), 0, None));
         let mut queue: VecDeque<usize> = VecDeque::from([0]);
-        // Folders opened and not yet at their end; READDIRs unanswered
-        // (the listing is over only when no answer can still arrive).
+        // Folders opened and not yet closed: a handle is closed once its
+        // last READDIR is answered, so at zero no answer can still arrive.
         let mut listing = 0usize;
-        let mut readdirs = 0usize;
-        while !queue.is_empty() || listing > 0 || readdirs > 0 {
+        while !queue.is_empty() || listing > 0 {
             if self.cancelled() {
                 return Err(Stop::Cancelled);
             }
@@ -268,7 +275,6 @@ impl<'a, 'c> Engine<'a, 'c> {
                     for _ in 0..2 {
                         self.send_readdir(d, &h);
                     }
-                    readdirs += 2;
                 }
                 (Op::OpenDir(0), r) => {
                     return Err(Stop::Fatal(format!(
@@ -287,7 +293,6 @@ impl<'a, 'c> Engine<'a, 'c> {
                     self.resolve_dir_listing_failed(d);
                 }
                 (Op::ReadDir(d, h), Response::Name(entries)) => {
-                    readdirs -= 1;
                     self.dirs[d].readdirs_out -= 1;
                     for e in entries {
                         if let Some(sub) = self.add_entry(d, e) {
@@ -296,24 +301,23 @@ impl<'a, 'c> Engine<'a, 'c> {
                     }
                     if !self.dirs[d].listed {
                         self.send_readdir(d, &h);
-                        readdirs += 1;
                     } else if self.dirs[d].readdirs_out == 0 {
                         // Names after the end: a server that answers out of
                         // order. Recorded all the same.
                         self.close_dir(&h);
+                        listing -= 1;
                     }
                 }
                 (Op::ReadDir(d, h), r) => {
-                    readdirs -= 1;
                     self.dirs[d].readdirs_out -= 1;
                     if self.dirs[d].readdirs_out == 0 {
                         self.close_dir(&h);
+                        listing -= 1;
                     }
                     if std::mem::replace(&mut self.dirs[d].listed, true) {
                         // The second end of a folder read in one answer.
                         continue;
                     }
-                    listing -= 1;
                     if !matches!(
                         r,
                         Response::Status {
@@ -384,18 +388,7 @@ impl<'a, 'c> Engine<'a, 'c> {
         }
         let sub = self.dirs.len();
         let depth = self.dirs[d].depth + 1;
-        self.dirs.push(Dir {
-            path,
-            rel,
-            depth,
-            parent: Some(d),
-            pending: 0,
-            kept: false,
-            resolved: false,
-            children: Vec::new(),
-            readdirs_out: 0,
-            listed: false,
-        });
+        self.dirs.push(Dir::new(path, rel, depth, Some(d)));
         self.dirs[d].pending += 1;
         self.dirs[d].children.push((mtime, name, Child::Dir(sub)));
         Some(sub)
