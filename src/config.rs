@@ -76,11 +76,19 @@ pub struct Transfer {
     pub retries: u32,
     /// Wait before the first retry; doubles each time.
     pub retry_backoff: Duration,
-    /// Remote entries modified more recently than this are left for the next pass.
+    /// Files directly in `archive/` modified more recently than this are
+    /// left for the next pass (see [`crate::pipeline::too_young`]).
     pub min_age: Duration,
     /// An intersection stops cleanly when a file would leave less than this free.
     pub min_free_bytes: u64,
+    /// Names one pass lists in one intersection's `archive/` at most: a
+    /// listing that never ends must not grow the process without bound.
+    pub max_listed_entries: u64,
 }
+
+/// A generous bound: a year of MMITSS sessions is some ten thousand files,
+/// and a million listed names cost about 150 MiB here.
+pub const DEFAULT_MAX_LISTED_ENTRIES: u64 = 1_000_000;
 
 impl Default for Transfer {
     fn default() -> Self {
@@ -93,6 +101,7 @@ impl Default for Transfer {
             retry_backoff: Duration::from_secs(5),
             min_age: Duration::from_secs(120),
             min_free_bytes: 1 << 30,
+            max_listed_entries: DEFAULT_MAX_LISTED_ENTRIES,
         }
     }
 }
@@ -484,6 +493,7 @@ pub(crate) struct TransferDraft {
     pub retry_backoff: Option<Item<String>>,
     pub min_age: Option<Item<String>>,
     pub min_free_space: Option<Item<SizeInput>>,
+    pub max_listed_entries: Option<Item<i64>>,
 }
 
 pub(crate) struct IntersectionDraft {
@@ -1068,6 +1078,17 @@ fn transfer(r: &mut Report<'_>, t: &TransferDraft) -> Transfer {
     {
         out.min_age = d;
     }
+    if let Some(item) = &t.max_listed_entries
+        && let Some(v) = int_in(
+            r,
+            item,
+            1_000,
+            20_000_000,
+            "a listing is held in memory, about 150 bytes a name",
+        )
+    {
+        out.max_listed_entries = v as u64;
+    }
     if let Some(item) = &t.min_free_space {
         let parsed = match &item.value {
             SizeInput::Bytes(n) => u64::try_from(*n).map_err(|_| "negative".to_string()),
@@ -1428,6 +1449,7 @@ retries = 5
 retry_backoff = "1m"
 min_age = "0s"
 min_free_space = "500MB"
+max_listed_entries = 50000
 
 [[intersections]]
 name = "a"
@@ -1478,6 +1500,7 @@ v2x_data_location = "/v/c"
                 retry_backoff: Duration::from_secs(60),
                 min_age: Duration::ZERO,
                 min_free_bytes: 500_000_000,
+                max_listed_entries: 50_000,
             }
         );
         let [a, b, cc] = c.intersections.as_slice() else {
@@ -1762,6 +1785,10 @@ v2x_data_location = "/v/c"
             ),
             ("[transfer]\nretries = -1", "transfer.retries"),
             ("[transfer]\nretries = 21", "transfer.retries"),
+            (
+                "[transfer]\nmax_listed_entries = 999",
+                "transfer.max_listed_entries",
+            ),
         ] {
             let e = f.errors(&format!("{MINIMAL}\n{line}\n"));
             assert!(find(&e, key).message.contains("out of range"));

@@ -3,11 +3,14 @@
 //! A file lands in four steps, and only a [`Landed`] value, which nothing
 //! but [`Partial::commit`] can make, lets the pass delete the remote copy:
 //!
-//! 1. bytes go to a hidden temporary file in the target folder, named after
-//!    the remote file *and* its size and mtime, so a later pass resumes it
-//!    only when the remote file is unchanged (big files skip the page cache,
-//!    see `Direct`; the file on disk is a prefix of the remote one either
-//!    way);
+//! 1. bytes go to a hidden temporary file in the target folder whose name
+//!    is derived from the remote *path* and the file's size and mtime
+//!    ([`temp_name`]), so a later pass resumes it only when the same remote
+//!    file is unchanged, and two remote files that land under one name
+//!    (`s1/x.csv`, `s2/x.csv`) never share one. While a download owns its
+//!    temporary file (a [`Claim`]), nothing else opens, resumes or removes
+//!    it. Big files skip the page cache (see `Direct`); the file on disk is
+//!    a prefix of the remote one either way;
 //! 2. the byte count is checked against the remote size, the file is fsynced;
 //! 3. it is renamed into place without ever replacing an existing file
 //!    (`renameat2(RENAME_NOREPLACE)`, or `link` where the filesystem lacks
@@ -78,11 +81,16 @@ pub enum LandingError {
     },
     #[error("{MAX_CONFLICTS} different files named like {path:?} already exist; not landed")]
     NoFreeName { path: PathBuf },
+    #[error(
+        "{path:?} is being written by another download of this pass (the server listed one file twice?); not landed this time"
+    )]
+    Busy { path: PathBuf },
 }
 
 impl LandingError {
     fn io(op: &'static str, path: &Path, source: io::Error) -> LandingError {
         if source.raw_os_error() == Some(libc_enospc())
+            || source.raw_os_error() == Some(libc::EDQUOT)
             || source.kind() == io::ErrorKind::StorageFull
         {
             LandingError::DiskFull {
@@ -98,14 +106,24 @@ impl LandingError {
         }
     }
 
+    /// Whether going on with the next file can help. A full disk, a device
+    /// that fails (EIO), a filesystem gone read-only or out of memory fail
+    /// every further file the same way, after downloading it: they stop the
+    /// intersection. Anything else (a rename refused, a name clash, a short
+    /// file, a permission on one name) is that file's: it is reported, its
+    /// remote copy stays for the next pass, and the other files go on.
     pub fn disposition(&self) -> Disposition {
         match self {
-            LandingError::DiskFull { .. } | LandingError::Io { .. } => {
-                Disposition::StopIntersection
-            }
-            LandingError::Incomplete { .. } | LandingError::NoFreeName { .. } => {
-                Disposition::SkipFile
-            }
+            LandingError::DiskFull { .. } => Disposition::StopIntersection,
+            LandingError::Io { source, .. } => match source.raw_os_error() {
+                Some(libc::EIO | libc::EROFS | libc::ENOMEM | libc::EUCLEAN) => {
+                    Disposition::StopIntersection
+                }
+                _ => Disposition::SkipFile,
+            },
+            LandingError::Incomplete { .. }
+            | LandingError::NoFreeName { .. }
+            | LandingError::Busy { .. } => Disposition::SkipFile,
         }
     }
 }
@@ -134,23 +152,78 @@ pub struct Identity {
     pub mtime: u64,
 }
 
-/// Proof that a file's local copy is complete and durable. Only
-/// [`Partial::commit`] makes one; the pass's delete path takes one.
+/// Proof that one remote file's local copy is complete and durable. Only
+/// [`Partial::commit`] makes one (its fields are private), and it names the
+/// remote path and identity it was made for: the pass's one REMOVE takes it
+/// by value and checks with [`Landed::is_for`] that it proves *that* file.
 #[derive(Debug)]
 #[must_use = "a Landed file is what allows the remote copy to be deleted"]
 pub struct Landed {
-    pub path: PathBuf,
-    pub bytes: u64,
-    /// An identical file was already there (a rerun after a crash).
-    pub already_present: bool,
+    remote: Vec<u8>,
+    id: Identity,
+    path: PathBuf,
+    bytes: u64,
+    already_present: bool,
+}
+
+impl Landed {
+    /// Whether this proves the remote file at `remote` with identity `id`.
+    pub fn is_for(&self, remote: &[u8], id: Identity) -> bool {
+        self.remote == remote && self.id == id
+    }
+
+    /// Where the bytes are now.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// An identical file was already there (a rerun after a crash between
+    /// the rename and the remote delete, or the same bytes sent twice).
+    pub fn already_present(&self) -> bool {
+        self.already_present
+    }
+}
+
+/// The temporary files downloads of this intersection own right now.
+type Claims = Arc<Mutex<HashSet<PathBuf>>>;
+
+/// A download's ownership of its temporary file, given up on drop (after
+/// the commit renamed it, the discard removed it, or the pass stopped).
+struct Claim {
+    claims: Claims,
+    temp: PathBuf,
+}
+
+impl Claim {
+    /// `None` when another download owns `temp`.
+    fn take(claims: &Claims, temp: &Path) -> Option<Claim> {
+        let mut held = claims.lock().unwrap_or_else(|p| p.into_inner());
+        held.insert(temp.to_path_buf()).then(|| Claim {
+            claims: claims.clone(),
+            temp: temp.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut held = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        held.remove(&self.temp);
+    }
 }
 
 /// The folders one intersection lands into, each created durably once and
 /// listed once for leftover partial downloads.
 #[derive(Default)]
 pub struct Lander {
-    /// Per folder: names of `.…part` files found there, not yet accounted for.
+    /// Per folder: names of `.…part` files found there that no download of
+    /// this pass has taken up (yet).
     folders: HashMap<PathBuf, HashSet<OsString>>,
+    claims: Claims,
 }
 
 impl Lander {
@@ -158,30 +231,44 @@ impl Lander {
         Lander::default()
     }
 
-    /// Starts (or resumes) the download of `name` into `dir`.
+    /// Starts (or resumes) the download of the remote file at `remote`
+    /// (its full path, as listed) with identity `id` into `dir` as `name`.
+    ///
+    /// # Errors
+    /// [`LandingError::Busy`] when another download of this pass owns the
+    /// same temporary file; an I/O error creating the folder or the file.
     pub fn open(
         &mut self,
         dir: &Path,
         name: &OsStr,
+        remote: &[u8],
         id: Identity,
     ) -> Result<Partial, LandingError> {
         debug_assert!(is_plain_name(name));
+        let claims = self.claims.clone();
         let partials = self.folder(dir)?;
-        let temp_name = temp_name(name, id);
-        // A partial of an earlier version of this file can never be resumed.
-        let prefix = temp_prefix(name);
+        let temp_name = temp_name(name, remote, id);
+        let temp = dir.join(&temp_name);
+        let claim = Claim::take(&claims, &temp).ok_or_else(|| LandingError::Busy {
+            path: dir.join(name),
+        })?;
+        // A partial of an earlier version of this same remote file can never
+        // be resumed. Partials of other remote files are not ours to judge
+        // here: one may belong to a download running right now.
+        let prefix = temp_prefix(name, remote);
         let stale: Vec<OsString> = partials
             .iter()
             .filter(|p| p.as_bytes().starts_with(&prefix) && **p != temp_name)
             .cloned()
             .collect();
         for p in stale {
-            let _ = fs::remove_file(dir.join(&p));
+            if let Some(_owned) = Claim::take(&claims, &dir.join(&p)) {
+                let _ = fs::remove_file(dir.join(&p));
+            }
             partials.remove(&p);
         }
         partials.remove(&temp_name);
 
-        let temp = dir.join(&temp_name);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -210,8 +297,31 @@ impl Lander {
             temp,
             written: have,
             resumed_from: have,
+            remote: remote.to_vec(),
             id,
+            _claim: claim,
         })
+    }
+
+    /// Removes the partial downloads that earlier passes left in the folders
+    /// this pass landed into and that no download of this pass took up: the
+    /// remote file they belonged to was not listed again (it moved, or
+    /// another version of this program named it), so nothing will resume
+    /// them. Call only after a pass that listed `archive/` completely and
+    /// finished every file; returns how many were removed.
+    pub fn sweep_leftovers(&mut self) -> usize {
+        let mut removed = 0;
+        for (dir, partials) in &mut self.folders {
+            for p in partials.drain() {
+                let path = dir.join(&p);
+                if let Some(_owned) = Claim::take(&self.claims, &path)
+                    && fs::remove_file(&path).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        removed
     }
 
     fn folder(&mut self, dir: &Path) -> Result<&mut HashSet<OsString>, LandingError> {
@@ -234,27 +344,41 @@ impl Lander {
     }
 }
 
-fn temp_prefix(name: &OsStr) -> Vec<u8> {
+/// Bytes a temporary name adds to the landed name: ".", ".<16 hex>.",
+/// "<size>-<mtime>" (at most 41) and ".part".
+const TEMP_EXTRA: usize = 1 + 18 + 41 + 5;
+
+/// `.<name>.<remote path hash>.`: what every temporary file of one remote
+/// file starts with, whatever its identity.
+fn temp_prefix(name: &OsStr, remote: &[u8]) -> Vec<u8> {
     let bytes = name.as_bytes();
     let mut out = vec![b'.'];
-    // Room for ".", ".<size>-<mtime>.part" (at most 47 bytes).
-    if bytes.len() + 48 <= NAME_MAX {
+    if bytes.len() + TEMP_EXTRA <= NAME_MAX {
         out.extend_from_slice(bytes);
     } else {
         let digest = Sha256::digest(bytes);
         out.push(b'~');
-        for b in &digest[..16] {
-            out.extend_from_slice(format!("{b:02x}").as_bytes());
-        }
+        out.extend_from_slice(hex(&digest[..16]).as_bytes());
     }
+    out.push(b'.');
+    out.extend_from_slice(hex(&Sha256::digest(remote)[..8]).as_bytes());
     out.push(b'.');
     out
 }
 
-fn temp_name(name: &OsStr, id: Identity) -> OsString {
-    let mut out = temp_prefix(name);
+/// The temporary file of one remote file (path) in one version (size and
+/// mtime): hidden, at most [`NAME_MAX`] bytes, the same on every pass so a
+/// cut download resumes, and different for two remote files that land under
+/// one name. A hash collision (a hostile server can make one) only makes the
+/// second download wait for a later pass ([`LandingError::Busy`]).
+fn temp_name(name: &OsStr, remote: &[u8], id: Identity) -> OsString {
+    let mut out = temp_prefix(name, remote);
     out.extend_from_slice(format!("{}-{}.part", id.size, id.mtime).as_bytes());
     OsString::from_vec(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A big file's data on its way to disk around the page cache.
@@ -366,7 +490,10 @@ pub struct Partial {
     temp: PathBuf,
     written: u64,
     resumed_from: u64,
+    /// The remote file these bytes are of: what the [`Landed`] will name.
+    remote: Vec<u8>,
     id: Identity,
+    _claim: Claim,
 }
 
 impl Partial {
@@ -504,6 +631,8 @@ impl Partial {
                         .sync_all()
                         .map_err(|e| LandingError::io("fsyncing folder", &self.dir, e))?;
                     return Ok(Landed {
+                        remote: std::mem::take(&mut self.remote),
+                        id: self.id,
                         path: target,
                         bytes: self.written,
                         already_present: false,
@@ -525,6 +654,8 @@ impl Partial {
                             .sync_all()
                             .map_err(|e| LandingError::io("fsyncing folder", &self.dir, e))?;
                         return Ok(Landed {
+                            remote: std::mem::take(&mut self.remote),
+                            id: self.id,
                             path: target,
                             bytes: self.written,
                             already_present: true,
@@ -817,16 +948,19 @@ mod tests {
     }
 
     #[test]
-    fn temp_names_are_hidden_bounded_and_identity_bound() {
+    fn temp_names_are_hidden_bounded_and_bound_to_path_and_identity() {
         let id = Identity {
             size: 10,
             mtime: 20,
         };
-        let t = temp_name(os("a.csv"), id);
-        assert_eq!(t, ".a.csv.10-20.part");
+        let t = temp_name(os("a.csv"), b"/v/archive/s1/a.csv", id);
+        let h = hex(&Sha256::digest(b"/v/archive/s1/a.csv")[..8]);
+        assert_eq!(t, OsString::from(format!(".a.csv.{h}.10-20.part")));
+        assert!(is_plain_name(OsStr::new(&t.to_string_lossy()[1..])));
         let long = "x".repeat(255);
         let t = temp_name(
             os(&long),
+            &[b'/'; 4096],
             Identity {
                 size: u64::MAX,
                 mtime: u64::MAX,
@@ -834,16 +968,140 @@ mod tests {
         );
         assert!(t.len() <= NAME_MAX, "{}", t.len());
         assert!(t.as_bytes().starts_with(b".~"));
-        assert_ne!(
-            temp_name(
-                os("a.csv"),
-                Identity {
-                    size: 10,
-                    mtime: 21
-                }
-            ),
-            temp_name(os("a.csv"), id)
+        // The longest name that keeps itself in its temporary name.
+        let edge = "y".repeat(NAME_MAX - TEMP_EXTRA);
+        let t = temp_name(
+            os(&edge),
+            b"/p",
+            Identity {
+                size: u64::MAX,
+                mtime: u64::MAX,
+            },
         );
+        assert!(t.len() <= NAME_MAX && t.as_bytes().starts_with(b".yyy"));
+        let other = Identity {
+            size: 10,
+            mtime: 21,
+        };
+        assert_ne!(
+            temp_name(os("a.csv"), b"/p/a.csv", other),
+            temp_name(os("a.csv"), b"/p/a.csv", id)
+        );
+        // Two remote files that land under one name: two temporary files.
+        assert_ne!(
+            temp_name(os("a.csv"), b"/v/archive/s1/a.csv", id),
+            temp_name(os("a.csv"), b"/v/archive/s2/a.csv", id)
+        );
+    }
+
+    /// Issue 16: two remote files of one name, size and mtime in two
+    /// folders, downloaded at once, each land with their own bytes.
+    #[test]
+    fn two_remote_files_of_one_name_download_at_once_and_land_apart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let id = Identity { size: 4, mtime: 7 };
+        let mut l = Lander::new();
+        let mut a = l.open(dir, os("x.csv"), b"/r/s1/x.csv", id).unwrap();
+        let mut b = l.open(dir, os("x.csv"), b"/r/s2/x.csv", id).unwrap();
+        a.write(b"aa").unwrap();
+        b.write(b"bbbb").unwrap();
+        a.write(b"aa").unwrap();
+        let lb = b.commit().unwrap();
+        let la = a.commit().unwrap();
+        assert!(lb.is_for(b"/r/s2/x.csv", id) && !lb.is_for(b"/r/s1/x.csv", id));
+        assert!(la.is_for(b"/r/s1/x.csv", id));
+        assert!(!la.is_for(b"/r/s1/x.csv", Identity { size: 4, mtime: 8 }));
+        assert_eq!(fs::read(lb.path()).unwrap(), b"bbbb");
+        assert_eq!(fs::read(la.path()).unwrap(), b"aaaa");
+        assert_eq!(lb.path(), dir.join("x.csv"));
+        assert_eq!(la.path(), dir.join("x.conflict-1.csv"));
+        assert!(!la.already_present() && !lb.already_present());
+    }
+
+    #[test]
+    fn another_remote_file_of_the_same_name_never_removes_or_shares_a_partial() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let id = Identity { size: 6, mtime: 1 };
+        // An earlier pass was cut in the middle of /r/s1/f.
+        let mut p = Lander::new().open(dir, os("f"), b"/r/s1/f", id).unwrap();
+        p.write(b"abc").unwrap();
+        drop(p);
+
+        let mut l = Lander::new();
+        // /r/s2/f, another size: not an older version of /r/s1/f.
+        let other = l
+            .open(dir, os("f"), b"/r/s2/f", Identity { size: 9, mtime: 1 })
+            .unwrap();
+        assert_eq!(other.offset(), 0);
+        let mut a = l.open(dir, os("f"), b"/r/s1/f", id).unwrap();
+        assert_eq!(a.offset(), 3, "the partial of /r/s1/f was lost");
+        // The same remote file twice at once (a server listing it twice).
+        let err = l.open(dir, os("f"), b"/r/s1/f", id).err().unwrap();
+        assert!(matches!(err, LandingError::Busy { .. }), "{err}");
+        assert_eq!(err.disposition(), Disposition::SkipFile);
+        a.write(b"def").unwrap();
+        assert_eq!(fs::read(a.commit().unwrap().path()).unwrap(), b"abcdef");
+        // Given up with the commit: the path can be opened again.
+        assert!(l.open(dir, os("f"), b"/r/s1/f", id).is_ok());
+        other.discard();
+    }
+
+    #[test]
+    fn leftovers_of_files_not_listed_again_are_swept_and_nothing_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let id = Identity { size: 6, mtime: 1 };
+        let mut p = Lander::new()
+            .open(dir, os("gone"), b"/r/old/gone", id)
+            .unwrap();
+        p.write(b"abc").unwrap();
+        drop(p);
+        fs::write(dir.join(".legacy.6-1.part"), b"ab").unwrap();
+        let mut p = Lander::new().open(dir, os("kept"), b"/r/kept", id).unwrap();
+        p.write(b"abc").unwrap();
+        drop(p);
+
+        let mut l = Lander::new();
+        let mut kept = l.open(dir, os("kept"), b"/r/kept", id).unwrap();
+        assert_eq!(kept.offset(), 3);
+        assert_eq!(l.sweep_leftovers(), 2);
+        kept.write(b"def").unwrap();
+        assert_eq!(fs::read(kept.commit().unwrap().path()).unwrap(), b"abcdef");
+        let names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![OsString::from("kept")]);
+    }
+
+    #[test]
+    fn errors_that_fail_every_file_stop_the_intersection_and_the_rest_skip_the_file() {
+        let e = |errno| {
+            LandingError::io(
+                "renaming into",
+                Path::new("/x"),
+                io::Error::from_raw_os_error(errno),
+            )
+        };
+        for errno in [libc::ENOSPC, libc::EDQUOT, libc::EIO, libc::EROFS] {
+            assert_eq!(
+                e(errno).disposition(),
+                Disposition::StopIntersection,
+                "{errno}"
+            );
+        }
+        for errno in [
+            libc::EACCES,
+            libc::EPERM,
+            libc::EISDIR,
+            libc::ENAMETOOLONG,
+            libc::ENOENT,
+        ] {
+            assert_eq!(e(errno).disposition(), Disposition::SkipFile, "{errno}");
+        }
+        assert!(matches!(e(libc::EDQUOT), LandingError::DiskFull { .. }));
     }
 
     fn land(
@@ -856,6 +1114,7 @@ mod tests {
         let mut p = lander.open(
             dir,
             os(name),
+            format!("/r/{name}").as_bytes(),
             Identity {
                 size: data.len() as u64,
                 mtime,
@@ -934,7 +1193,7 @@ mod tests {
             size: size as u64,
             mtime: 9,
         };
-        let mut p = Lander::new().open(dir, os("big"), id).unwrap();
+        let mut p = Lander::new().open(dir, os("big"), b"/r/big", id).unwrap();
         assert!(
             p.direct.is_some(),
             "this filesystem refused O_DIRECT; run the tests on a disk-backed one"
@@ -946,12 +1205,12 @@ mod tests {
         }
         assert_eq!(p.offset(), cut as u64);
         drop(p); // killed: what is on disk is whole blocks, a prefix
-        let temp = dir.join(temp_name(os("big"), id));
+        let temp = dir.join(temp_name(os("big"), b"/r/big", id));
         let on_disk = fs::read(&temp).unwrap();
         assert_eq!(on_disk.len(), 2 * DIRECT_BUF);
         assert!(data.starts_with(&on_disk));
 
-        let mut p = Lander::new().open(dir, os("big"), id).unwrap();
+        let mut p = Lander::new().open(dir, os("big"), b"/r/big", id).unwrap();
         assert_eq!(p.resumed_from(), 2 * DIRECT_BUF as u64);
         assert!(p.direct.is_some());
         for piece in data[2 * DIRECT_BUF..].chunks(100_003) {
@@ -963,17 +1222,17 @@ mod tests {
 
         // A resume that does not start on a block boundary is written
         // through the page cache, and lands the same.
-        let mut p = Lander::new().open(dir, os("odd"), id).unwrap();
+        let mut p = Lander::new().open(dir, os("odd"), b"/r/odd", id).unwrap();
         p.write(&data[..DIRECT_BUF]).unwrap();
         drop(p);
-        let temp = dir.join(temp_name(os("odd"), id));
+        let temp = dir.join(temp_name(os("odd"), b"/r/odd", id));
         fs::OpenOptions::new()
             .append(true)
             .open(&temp)
             .unwrap()
             .write_all(&data[DIRECT_BUF..DIRECT_BUF + 5])
             .unwrap();
-        let mut p = Lander::new().open(dir, os("odd"), id).unwrap();
+        let mut p = Lander::new().open(dir, os("odd"), b"/r/odd", id).unwrap();
         assert!(p.direct.is_none());
         let off = p.offset() as usize;
         p.write(&data[off..]).unwrap();
@@ -994,12 +1253,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let id = Identity { size: 6, mtime: 5 };
-        let mut p = Lander::new().open(dir, os("f"), id).unwrap();
+        let mut p = Lander::new().open(dir, os("f"), b"/r/f", id).unwrap();
         p.write(b"abc").unwrap();
         drop(p); // interrupted
 
         let mut l = Lander::new();
-        let mut p = l.open(dir, os("f"), id).unwrap();
+        let mut p = l.open(dir, os("f"), b"/r/f", id).unwrap();
         assert_eq!(p.offset(), 3);
         assert_eq!(p.resumed_from(), 3);
         p.write(b"def").unwrap();
@@ -1007,21 +1266,21 @@ mod tests {
         assert_eq!(fs::read(dir.join("f")).unwrap(), b"abcdef");
 
         // Changed remote (other mtime): the old partial is not used and is removed.
-        let mut p = Lander::new().open(dir, os("g"), id).unwrap();
+        let mut p = Lander::new().open(dir, os("g"), b"/r/g", id).unwrap();
         p.write(b"abc").unwrap();
         drop(p);
         let p = Lander::new()
-            .open(dir, os("g"), Identity { size: 6, mtime: 6 })
+            .open(dir, os("g"), b"/r/g", Identity { size: 6, mtime: 6 })
             .unwrap();
         assert_eq!(p.offset(), 0);
-        assert!(!dir.join(".g.6-5.part").exists());
+        assert!(!dir.join(temp_name(os("g"), b"/r/g", id)).exists());
     }
 
     #[test]
     fn short_file_is_not_landed() {
         let tmp = tempfile::tempdir().unwrap();
         let mut p = Lander::new()
-            .open(tmp.path(), os("f"), Identity { size: 6, mtime: 1 })
+            .open(tmp.path(), os("f"), b"/r/f", Identity { size: 6, mtime: 1 })
             .unwrap();
         p.write(b"abc").unwrap();
         let err = p.commit().unwrap_err();

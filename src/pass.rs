@@ -131,7 +131,7 @@ fn unix(t: SystemTime) -> u64 {
 }
 
 impl IntersectionReport {
-    fn new(ix: &Intersection) -> IntersectionReport {
+    pub fn new(ix: &Intersection) -> IntersectionReport {
         IntersectionReport {
             name: ix.name.clone(),
             host: ix.host.clone(),

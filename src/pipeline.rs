@@ -4,20 +4,35 @@
 //!
 //! Each file goes through the same steps as it would one at a time: OPEN,
 //! READs (in order, written contiguously to the partial file, so a partial is
-//! always a valid prefix to resume from), FSTAT and CLOSE (size and mtime
-//! must still be what the listing said), [`Partial::commit`] (verified,
-//! fsynced, renamed, folder fsynced), and only then REMOVE. Pipelining only
-//! interleaves the steps of different files; it never reorders the steps of
-//! one. The single REMOVE of a file is sent by [`Engine::delete_remote`], which
-//! takes the [`Landed`] proof that only a commit makes.
+//! always a valid prefix to resume from), a READ past the end that must
+//! answer EOF, FSTAT and CLOSE (size and mtime must still be what the
+//! listing said), [`Partial::commit`] (verified, fsynced, renamed, folder
+//! fsynced), and only then REMOVE. Pipelining only interleaves the steps of
+//! different files; it never reorders the steps of one.
+//!
+//! **The invariant: a REMOVE follows only the commit of that remote file's
+//! bytes.** It is kept in one place, [`Engine::delete_remote`], the only
+//! caller of `send_remove`: it takes the [`Landed`] proof by value, which
+//! only a commit makes, and sends nothing unless the proof names the very
+//! remote path and identity (size, mtime) of the file it deletes.
+//!
+//! A failure is as wide as its cause: one file's trouble (a rename refused,
+//! a name clash, a short or oversized answer) fails that file, which stays
+//! on the coprocessor for the next pass, while the others go on; a full or
+//! failing disk, a broken session or a listing over its bound stops the
+//! intersection.
 //!
 //! Bounds: at most [`MAX_FILES`] files open, [`MAX_INFLIGHT`] bytes of reads
 //! requested and unanswered (well under the channel window, so the server
 //! never blocks on us and we never deadlock on it), [`MAX_DIRS`] folders
-//! being listed. Memory is those bounds plus the listing itself.
+//! being listed, and `transfer.max_listed_entries` names listed. A listed
+//! file costs about 100 bytes here (name, size, mtime and folder index; its
+//! paths are rebuilt from the folder chain when needed).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::ffi::OsString;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::ffi::{OsStr, OsString};
+use std::hash::BuildHasher;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -29,11 +44,11 @@ use crate::classify::classify;
 use crate::config::{Config, Intersection};
 use crate::error::Disposition;
 use crate::fault;
-use crate::landing::{self, CommitPool, Identity, Landed, Lander, LandingError, Partial};
+use crate::landing::{CommitPool, Identity, Landed, Lander, LandingError, Partial};
 use crate::pass::{Control, Progress, escape};
 use crate::remote::Kind;
 use crate::report::{IntersectionReport, Skipped};
-use crate::sftp::{Attrs, NameEntry, Response, SftpChannel, SftpError, status};
+use crate::sftp::{Attrs, NameEntry, Response, SftpError, Wire, status};
 
 /// Files open at once.
 pub const MAX_FILES: usize = 64;
@@ -52,11 +67,17 @@ pub const MAX_DIRS: usize = 64;
 /// How deep folders are followed below `archive/`.
 pub const MAX_DEPTH: usize = 8;
 
+/// Local failures of files in a row (no file landed between them) after
+/// which the intersection stops: past that, the cause is the data folder
+/// (its permissions, say), not one file, and every further file would be
+/// downloaded only to fail the same way.
+pub const MAX_LOCAL_FAILURES_IN_A_ROW: u32 = 10;
+
 /// The one rule, shared by `run` and `run --dry-run`, for what may be
 /// taken from a listing: a plain file or a folder within [`MAX_DEPTH`].
 /// Anything else is left where it is, for the reason returned.
-pub fn entry_rule(name: &std::ffi::OsStr, kind: Kind, depth: usize) -> Result<(), String> {
-    if !landing::is_plain_name(name) {
+pub fn entry_rule(name: &OsStr, kind: Kind, depth: usize) -> Result<(), String> {
+    if !crate::landing::is_plain_name(name) {
         return Err("not a plain file name (empty, dot, hidden, too long, or with control characters); left alone".into());
     }
     match kind {
@@ -70,6 +91,34 @@ pub fn entry_rule(name: &std::ffi::OsStr, kind: Kind, depth: usize) -> Result<()
             Err("not a regular file or folder (device, FIFO, socket); left alone".into())
         }
     }
+}
+
+/// The one rule, shared by `run` and `run --dry-run`, for files that wait
+/// for a later pass: `transfer.min_age` guards only what can still be
+/// written in place. The collector closes a session by renaming its whole
+/// folder into `archive/`, so a file inside a folder there (`depth` > 0) is
+/// final however fresh its mtime, and waiting would hold the night's data
+/// back a whole day. A file directly in `archive/` (`depth` 0) may be a
+/// compressor's `<session>.zip` being written: it waits until it is
+/// `min_age` old. For every file, the size and mtime check after the read
+/// still keeps a file that changed from being deleted.
+pub fn too_young(depth: usize, mtime: u64, now: u64, min_age: Duration) -> Option<String> {
+    let age = now.saturating_sub(mtime);
+    (depth == 0 && age < min_age.as_secs()).then(|| {
+        format!(
+            "directly in archive/ and modified {age} s ago, younger than transfer.min_age ({}): \
+             it may still be being written; taken by a later pass",
+            humantime::format_duration(min_age)
+        )
+    })
+}
+
+/// Now, in Unix seconds, as remote mtimes are.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Why the transfer of an intersection stopped early.
@@ -97,57 +146,76 @@ pub struct Ctx<'a> {
     pub data_root: &'a Path,
 }
 
+/// A listed folder. Its paths are rebuilt from `name` and `parent`, so a
+/// listing of many folders holds each name once.
 struct Dir {
-    path: PathBuf,
-    rel: PathBuf,
-    depth: usize,
+    /// Empty for `archive/` itself.
+    name: Box<[u8]>,
     parent: Option<usize>,
+    depth: u8,
     /// Children (files and folders) not yet resolved.
-    pending: usize,
+    pending: u32,
+    /// READDIRs sent and unanswered: the handle is closed only at zero, or
+    /// the server would answer the rest with a bad handle.
+    readdirs_out: u8,
     /// Some child stays on the server: this folder must stay too.
     kept: bool,
     /// Removed or given up on; reported to the parent once.
     resolved: bool,
-    /// Children as listed, for ordering: (mtime, name, what).
-    children: Vec<(u64, OsString, Child)>,
-    /// READDIRs sent and unanswered: the handle is closed only at zero, or
-    /// the server would answer the rest with a bad handle.
-    readdirs_out: usize,
     /// The listing's end (EOF or an error) has come back.
     listed: bool,
+    /// Children as listed; sorted (mtime, name) when the files are ordered.
+    children: Vec<Child>,
+    mtime: u32,
 }
 
 impl Dir {
     /// A folder found, not yet listed.
-    fn new(path: PathBuf, rel: PathBuf, depth: usize, parent: Option<usize>) -> Dir {
+    fn new(name: Box<[u8]>, parent: Option<usize>, depth: u8, mtime: u32) -> Dir {
         Dir {
-            path,
-            rel,
-            depth,
+            name,
             parent,
+            depth,
             pending: 0,
+            readdirs_out: 0,
             kept: false,
             resolved: false,
-            children: Vec::new(),
-            readdirs_out: 0,
             listed: false,
+            children: Vec::new(),
+            mtime,
         }
     }
 }
 
 #[derive(Clone, Copy)]
 enum Child {
-    File(usize),
-    Dir(usize),
+    File(u32),
+    Dir(u32),
 }
 
+/// A listed file: 32 bytes and its name.
 struct Job {
-    path: PathBuf,
-    rel: PathBuf,
-    name: OsString,
+    name: Box<[u8]>,
     size: u64,
-    mtime: u64,
-    dir: usize,
+    mtime: u32,
+    dir: u32,
+}
+
+impl Job {
+    fn identity(&self) -> Identity {
+        Identity {
+            size: self.size,
+            mtime: u64::from(self.mtime),
+        }
+    }
+}
+
+/// Why a file's reads stopped before its end.
+enum Failed {
+    /// The server's answer: reported, the partial kept for a resume.
+    Remote(String),
+    /// The local write: reported by its disposition, the partial dropped.
+    Local(LandingError),
 }
 
 struct Active {
@@ -159,10 +227,29 @@ struct Active {
     /// Data that arrived ahead of the write position, by offset.
     ahead: BTreeMap<u64, Vec<u8>>,
     changed: bool,
-    failed: Option<String>,
+    failed: Option<Failed>,
+    /// The READ past the end answered EOF.
+    ended: bool,
     fstat: Option<Attrs>,
     closing: bool,
+    /// Answers still due after the reads (the READ at the end, FSTAT,
+    /// CLOSE): a server may answer them in any order, and the file is
+    /// judged only once all are in.
+    awaiting: u8,
     resumed: u64,
+}
+
+impl Active {
+    /// Records why the reads stopped; the first reason is the one reported.
+    fn fail(&mut self, why: Failed) {
+        self.failed.get_or_insert(why);
+    }
+
+    /// One of the answers after the reads is in; true when it was the last.
+    fn answered(&mut self) -> bool {
+        self.awaiting = self.awaiting.saturating_sub(1);
+        self.awaiting == 0
+    }
 }
 
 enum Op {
@@ -175,6 +262,8 @@ enum Op {
         offset: u64,
         len: u32,
     },
+    /// The READ at the listed size, which must answer EOF.
+    ReadEnd(usize),
     Fstat(usize),
     Close(usize),
     Remove {
@@ -187,9 +276,10 @@ enum Op {
 
 pub struct Engine<'a, 'c> {
     ctx: &'a Ctx<'c>,
-    ch: &'a mut SftpChannel,
+    ch: &'a mut dyn Wire,
     lander: &'a mut Lander,
     report: &'a mut IntersectionReport,
+    archive: PathBuf,
     ops: HashMap<u32, Op>,
     dirs: Vec<Dir>,
     jobs: Vec<Job>,
@@ -199,12 +289,21 @@ pub struct Engine<'a, 'c> {
     commits: CommitPool,
     /// Bytes an earlier pass had fetched, per job being committed.
     resumed: HashMap<usize, u64>,
+    /// Names listed so far, against `transfer.max_listed_entries`.
+    listed: u64,
+    /// Hashes of (folder, name) listed so far: a name a server lists twice
+    /// is taken once. Dropped when the listing is done.
+    seen: HashSet<u64>,
+    hasher: RandomState,
+    /// Every folder was listed to its end: leftovers may be swept.
+    listing_complete: bool,
+    local_failures_in_a_row: u32,
 }
 
 impl<'a, 'c> Engine<'a, 'c> {
     pub fn new(
         ctx: &'a Ctx<'c>,
-        ch: &'a mut SftpChannel,
+        ch: &'a mut dyn Wire,
         lander: &'a mut Lander,
         report: &'a mut IntersectionReport,
     ) -> Self {
@@ -213,6 +312,7 @@ impl<'a, 'c> Engine<'a, 'c> {
             ch,
             lander,
             report,
+            archive: Path::new(&ctx.ix.v2x_data_location).join("archive"),
             ops: HashMap::new(),
             dirs: Vec::new(),
             jobs: Vec::new(),
@@ -221,6 +321,11 @@ impl<'a, 'c> Engine<'a, 'c> {
             inflight: 0,
             commits: CommitPool::new(COMMIT_THREADS),
             resumed: HashMap::new(),
+            listed: 0,
+            seen: HashSet::new(),
+            hasher: RandomState::new(),
+            listing_complete: true,
+            local_failures_in_a_row: 0,
         }
     }
 
@@ -233,18 +338,62 @@ impl<'a, 'c> Engine<'a, 'c> {
     }
 
     /// Lists and pulls everything in `archive/`.
+    ///
+    /// # Errors
+    /// A [`Stop`]: the session broke (reconnect), the listing is over its
+    /// bound or `archive/` cannot be listed, the local disk is full or
+    /// failing, or the pass was cancelled. Failures of single files are
+    /// reported in the intersection's report instead.
     pub fn run(mut self) -> Result<(), Stop> {
-        let archive = Path::new(&self.ctx.ix.v2x_data_location).join("archive");
-        self.list_all(&archive)?;
+        self.list_all()?;
+        self.seen = HashSet::new();
         let order = self.file_order();
-        self.transfer(order)
+        self.transfer(order)?;
+        if self.listing_complete {
+            let swept = self.lander.sweep_leftovers();
+            if swept > 0 {
+                info!(intersection = %self.name(), removed = swept, "removed partial downloads of files no longer listed");
+            }
+        }
+        Ok(())
+    }
+
+    // ---- paths, rebuilt from the folder chain ----
+
+    fn dir_rel(&self, d: usize) -> PathBuf {
+        let mut names = Vec::new();
+        let mut at = Some(d);
+        while let Some(i) = at {
+            if i != 0 {
+                names.push(OsStr::from_bytes(&self.dirs[i].name));
+            }
+            at = self.dirs[i].parent;
+        }
+        names.iter().rev().collect()
+    }
+
+    fn dir_path(&self, d: usize) -> PathBuf {
+        if d == 0 {
+            // `join("")` would add a trailing slash.
+            return self.archive.clone();
+        }
+        self.archive.join(self.dir_rel(d))
+    }
+
+    fn job_rel(&self, j: usize) -> PathBuf {
+        let job = &self.jobs[j];
+        self.dir_rel(job.dir as usize)
+            .join(OsStr::from_bytes(&job.name))
+    }
+
+    fn job_path(&self, j: usize) -> PathBuf {
+        self.archive.join(self.job_rel(j))
     }
 
     // ---- listing ----
 
-    fn list_all(&mut self, archive: &Path) -> Result<(), Stop> {
-        self.dirs
-            .push(Dir::new(archive.to_path_buf(), PathBuf::new(), 0, None));
+    fn list_all(&mut self) -> Result<(), Stop> {
+        self.dirs.push(Dir::new(Box::new([]), None, 0, 0));
         let mut queue: VecDeque<usize> = VecDeque::from([0]);
         // Folders opened and not yet closed: a handle is closed once its
         // last READDIR is answered, so at zero no answer can still arrive.
@@ -256,9 +405,8 @@ impl<'a, 'c> Engine<'a, 'c> {
             while listing < MAX_DIRS
                 && let Some(d) = queue.pop_front()
             {
-                let id = self
-                    .ch
-                    .send_opendir(self.dirs[d].path.as_os_str().as_bytes());
+                let path = self.dir_path(d);
+                let id = self.ch.send_opendir(path.as_os_str().as_bytes());
                 self.ops.insert(id, Op::OpenDir(d));
                 listing += 1;
             }
@@ -279,13 +427,13 @@ impl<'a, 'c> Engine<'a, 'c> {
                 (Op::OpenDir(0), r) => {
                     return Err(Stop::Fatal(format!(
                         "cannot list {}: {} (check v2x_data_location: it must hold an archive/ folder)",
-                        archive.display(),
+                        self.archive.display(),
                         r.describe()
                     )));
                 }
                 (Op::OpenDir(d), r) => {
                     listing -= 1;
-                    let rel = self.dirs[d].rel.clone();
+                    let rel = self.dir_rel(d);
                     self.file_error(
                         &rel,
                         format!("cannot list this folder: {}; left alone", r.describe()),
@@ -295,7 +443,7 @@ impl<'a, 'c> Engine<'a, 'c> {
                 (Op::ReadDir(d, h), Response::Name(entries)) => {
                     self.dirs[d].readdirs_out -= 1;
                     for e in entries {
-                        if let Some(sub) = self.add_entry(d, e) {
+                        if let Some(sub) = self.add_entry(d, e)? {
                             queue.push_back(sub);
                         }
                     }
@@ -325,19 +473,22 @@ impl<'a, 'c> Engine<'a, 'c> {
                             ..
                         }
                     ) {
-                        let rel = self.dirs[d].rel.clone();
+                        let rel = self.dir_rel(d);
                         self.file_error(
                             &rel,
                             format!("listing ended early: {}; left alone", r.describe()),
                         );
                         self.dirs[d].kept = true;
+                        self.listing_complete = false;
                     }
                 }
                 (Op::CloseDir, _) => {}
-                _ => {
-                    return Err(Stop::Reconnect(
-                        "unexpected SFTP response while listing".into(),
-                    ));
+                (op, r) => {
+                    return Err(Stop::Reconnect(format!(
+                        "the server answered a {} request with {} while listing",
+                        op.kind(),
+                        r.describe()
+                    )));
                 }
             }
         }
@@ -358,43 +509,59 @@ impl<'a, 'c> Engine<'a, 'c> {
     }
 
     /// Records one listed entry of folder `d`; returns a folder to list.
-    fn add_entry(&mut self, d: usize, e: NameEntry) -> Option<usize> {
+    fn add_entry(&mut self, d: usize, e: NameEntry) -> Result<Option<usize>, Stop> {
         if e.name == b"." || e.name == b".." {
-            return None;
+            return Ok(None);
+        }
+        self.listed += 1;
+        let max = self.ctx.config.transfer.max_listed_entries;
+        if self.listed > max {
+            return Err(Stop::Fatal(format!(
+                "{} lists more than {max} entries (transfer.max_listed_entries); stopped \
+                 before transferring anything, nothing was deleted. A server that never ends \
+                 a listing does this; so does an archive/ that was not pulled for years: then \
+                 raise transfer.max_listed_entries",
+                self.archive.display()
+            )));
+        }
+        if !self.seen.insert(self.hasher.hash_one((d, &e.name))) {
+            let rel = self.dir_rel(d).join(OsStr::from_bytes(&e.name));
+            self.skip(&rel, "listed more than once by the server; taken once");
+            return Ok(None);
         }
         let name = OsString::from_vec(e.name);
-        let rel = self.dirs[d].rel.join(&name);
-        let mtime = u64::from(e.attrs.mtime.unwrap_or(0));
+        let mtime = e.attrs.mtime.unwrap_or(0);
         let kind = Kind::of(e.attrs.perm);
-        if let Err(reason) = entry_rule(&name, kind, self.dirs[d].depth) {
+        let depth = usize::from(self.dirs[d].depth);
+        if let Err(reason) = entry_rule(&name, kind, depth) {
+            let rel = self.dir_rel(d).join(&name);
             self.skip(&rel, &reason);
             self.dirs[d].kept = true;
-            return None;
+            return Ok(None);
         }
-        let path = self.dirs[d].path.join(&name);
+        let name = name.into_vec().into_boxed_slice();
+        self.dirs[d].pending += 1;
         if kind == Kind::File {
-            let job = self.jobs.len();
+            let job = self.jobs.len() as u32;
             self.jobs.push(Job {
-                path,
-                rel,
-                name: name.clone(),
+                name,
                 size: e.attrs.size.unwrap_or(0),
                 mtime,
-                dir: d,
+                dir: d as u32,
             });
-            self.dirs[d].pending += 1;
-            self.dirs[d].children.push((mtime, name, Child::File(job)));
-            return None;
+            self.dirs[d].children.push(Child::File(job));
+            return Ok(None);
         }
         let sub = self.dirs.len();
+        // `entry_rule` keeps depth below MAX_DEPTH.
         let depth = self.dirs[d].depth + 1;
-        self.dirs.push(Dir::new(path, rel, depth, Some(d)));
-        self.dirs[d].pending += 1;
-        self.dirs[d].children.push((mtime, name, Child::Dir(sub)));
-        Some(sub)
+        self.dirs.push(Dir::new(name, Some(d), depth, mtime));
+        self.dirs[d].children.push(Child::Dir(sub as u32));
+        Ok(Some(sub))
     }
 
     fn resolve_dir_listing_failed(&mut self, d: usize) {
+        self.listing_complete = false;
         self.dirs[d].kept = true;
         if let Some(p) = self.dirs[d].parent {
             self.dirs[p].kept = true;
@@ -407,19 +574,23 @@ impl<'a, 'c> Engine<'a, 'c> {
         let mut out = Vec::with_capacity(self.jobs.len());
         let mut visit: Vec<Child> = Vec::new();
         // Iterative DFS keeping each folder's sorted order.
-        fn push_sorted(dirs: &mut [Dir], d: usize, visit: &mut Vec<Child>) {
-            let mut children = std::mem::take(&mut dirs[d].children);
-            children.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-            for (_, _, c) in children.into_iter().rev() {
-                visit.push(c);
-            }
-        }
-        push_sorted(&mut self.dirs, 0, &mut visit);
-        while let Some(c) = visit.pop() {
-            match c {
-                Child::File(j) => out.push(j),
-                Child::Dir(d) => push_sorted(&mut self.dirs, d, &mut visit),
-            }
+        let mut children = std::mem::take(&mut self.dirs[0].children);
+        loop {
+            let key = |c: &Child| match *c {
+                Child::File(j) => (self.jobs[j as usize].mtime, &self.jobs[j as usize].name),
+                Child::Dir(d) => (self.dirs[d as usize].mtime, &self.dirs[d as usize].name),
+            };
+            children.sort_by(|a, b| key(a).cmp(&key(b)));
+            visit.extend(children.into_iter().rev());
+            let next = loop {
+                match visit.pop() {
+                    Some(Child::File(j)) => out.push(j as usize),
+                    Some(Child::Dir(d)) => break Some(d as usize),
+                    None => break None,
+                }
+            };
+            let Some(d) = next else { break };
+            children = std::mem::take(&mut self.dirs[d].children);
         }
         out
     }
@@ -466,18 +637,27 @@ impl<'a, 'c> Engine<'a, 'c> {
         }
     }
 
+    /// Depth of the folder a job was listed in (0: directly in `archive/`).
+    fn job_depth(&self, j: usize) -> usize {
+        usize::from(self.dirs[self.jobs[j].dir as usize].depth)
+    }
+
     /// Adds what this attempt will read to the progress totals.
     fn count_listed(&self, order: &[usize]) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let min_age = self.ctx.config.transfer.min_age.as_secs();
+        let now = unix_now();
+        let min_age = self.ctx.config.transfer.min_age;
         let listed: u64 = order
             .iter()
-            .map(|&j| &self.jobs[j])
-            .filter(|job| now.saturating_sub(job.mtime) >= min_age)
-            .map(|job| job.size)
+            .filter(|&&j| {
+                too_young(
+                    self.job_depth(j),
+                    u64::from(self.jobs[j].mtime),
+                    now,
+                    min_age,
+                )
+                .is_none()
+            })
+            .map(|&j| self.jobs[j].size)
             .sum();
         self.ctx
             .progress
@@ -487,40 +667,37 @@ impl<'a, 'c> Engine<'a, 'c> {
 
     /// Starts a file: age and space checks, the partial, OPEN.
     fn admit(&mut self, j: usize) -> Result<(), Stop> {
-        let t = &self.ctx.config.transfer;
-        let job = &self.jobs[j];
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let age = now.saturating_sub(job.mtime);
-        if Duration::from_secs(age) < t.min_age {
-            let (rel, dir) = (job.rel.clone(), job.dir);
-            let reason = format!(
-                "modified {age} s ago, younger than transfer.min_age ({}); taken by a later pass",
-                humantime::format_duration(t.min_age)
-            );
+        let min_age = self.ctx.config.transfer.min_age;
+        let dir = self.jobs[j].dir as usize;
+        if let Some(reason) = too_young(
+            self.job_depth(j),
+            u64::from(self.jobs[j].mtime),
+            unix_now(),
+            min_age,
+        ) {
+            let rel = self.job_rel(j);
             self.skip(&rel, &reason);
             return self.child_done(dir, false);
         }
-        self.check_free_space(job.size)?;
-        let element = classify(
-            &String::from_utf8_lossy(job.name.as_bytes()),
-            &self.ctx.config.elements,
-        );
+        self.check_free_space(self.jobs[j].size)?;
+        let job = &self.jobs[j];
+        let name = OsStr::from_bytes(&job.name);
+        let element = classify(&name.to_string_lossy(), &self.ctx.config.elements);
         let target_dir = match element {
             Some(el) => self.ctx.data_root.join(el),
             None => self.ctx.data_root.to_path_buf(),
         };
-        let id = Identity {
-            size: job.size,
-            mtime: job.mtime,
+        let id = job.identity();
+        let path = self.job_path(j);
+        let partial = match self.lander.open(
+            &target_dir,
+            OsStr::from_bytes(&self.jobs[j].name),
+            path.as_os_str().as_bytes(),
+            id,
+        ) {
+            Ok(p) => p,
+            Err(e) => return self.local_failure(j, e),
         };
-        let path = job.path.clone();
-        let partial = self
-            .lander
-            .open(&target_dir, &job.name, id)
-            .map_err(|e| landing_stop(&path, e))?;
         let slot = self.next_slot;
         self.next_slot += 1;
         let resumed = partial.offset();
@@ -535,8 +712,10 @@ impl<'a, 'c> Engine<'a, 'c> {
                 ahead: BTreeMap::new(),
                 changed: false,
                 failed: None,
+                ended: false,
                 fstat: None,
                 closing: false,
+                awaiting: 0,
                 resumed,
             },
         );
@@ -596,7 +775,10 @@ impl<'a, 'c> Engine<'a, 'c> {
         }
     }
 
-    /// All data is in (or the file went wrong): FSTAT and CLOSE together.
+    /// All data is in (or the file went wrong): one READ at the listed size,
+    /// which must answer EOF (a server whose listing and FSTAT both
+    /// understate the size is caught here, not by a REMOVE that loses the
+    /// rest), FSTAT and CLOSE, all at once.
     fn finish_reading(&mut self, slot: usize) {
         let Some(a) = self.active.get_mut(&slot) else {
             return;
@@ -604,11 +786,15 @@ impl<'a, 'c> Engine<'a, 'c> {
         a.closing = true;
         let handle = std::mem::take(&mut a.handle);
         if !a.changed && a.failed.is_none() {
+            let id = self.ch.send_read(&handle, self.jobs[a.job].size, 1);
+            self.ops.insert(id, Op::ReadEnd(slot));
             let id = self.ch.send_fstat(&handle);
             self.ops.insert(id, Op::Fstat(slot));
+            a.awaiting += 2;
         }
         let id = self.ch.send_close(&handle);
         self.ops.insert(id, Op::Close(slot));
+        a.awaiting += 1;
     }
 
     fn handle(&mut self, op: Op, response: Response) -> Result<(), Stop> {
@@ -623,8 +809,7 @@ impl<'a, 'c> Engine<'a, 'c> {
                     let Some(a) = self.active.remove(&slot) else {
                         return Ok(());
                     };
-                    let job = &self.jobs[a.job];
-                    let (rel, dir) = (job.rel.clone(), job.dir);
+                    let (rel, dir) = (self.job_rel(a.job), self.jobs[a.job].dir as usize);
                     if matches!(
                         r,
                         Response::Status {
@@ -644,62 +829,43 @@ impl<'a, 'c> Engine<'a, 'c> {
             },
             Op::Read { slot, offset, len } => {
                 self.inflight = self.inflight.saturating_sub(u64::from(len));
+                self.read_answered(slot, offset, len, response)?;
+            }
+            Op::ReadEnd(slot) => {
                 let Some(a) = self.active.get_mut(&slot) else {
                     return Ok(());
                 };
-                a.reads_out = a.reads_out.saturating_sub(1);
                 match response {
-                    Response::Data(data) if !data.is_empty() && data.len() <= len as usize => {
-                        let got = data.len() as u32;
-                        if got < len && !a.changed && a.failed.is_none() {
-                            // A short read: ask for the rest (it is written in order).
-                            let rest = offset + u64::from(got);
-                            let id = self.ch.send_read(&a.handle, rest, len - got);
-                            self.ops.insert(
-                                id,
-                                Op::Read {
-                                    slot,
-                                    offset: rest,
-                                    len: len - got,
-                                },
-                            );
-                            a.reads_out += 1;
-                            self.inflight += u64::from(len - got);
-                        }
-                        a.ahead.insert(offset, data);
-                        let job_path = self.jobs[a.job].path.clone();
-                        drain_in_order(a).map_err(|e| landing_stop(&job_path, e))?;
-                        self.ctx
-                            .progress
-                            .transferred_bytes
-                            .fetch_add(u64::from(got), Ordering::Relaxed);
-                        (self.ctx.control.on_progress)(self.ctx.progress);
-                    }
                     Response::Status {
                         code: status::EOF, ..
-                    } => a.changed = true, // shrank
-                    Response::Data(_) => {
-                        a.failed = Some("the server sent more data than was asked for".into())
-                    }
-                    r => a.failed = Some(format!("read failed: {}", r.describe())),
+                    } => a.ended = true,
+                    // More bytes than listed: it grew, or the server
+                    // understated its size.
+                    Response::Data(_) => a.changed = true,
+                    r => a.fail(Failed::Remote(format!(
+                        "the READ at its listed end ({} bytes) answered {} instead of end of file",
+                        self.jobs[a.job].size,
+                        r.describe()
+                    ))),
                 }
+                self.after_reads_answered(slot)?;
             }
             Op::Fstat(slot) => {
-                if let (Some(a), Response::Attrs(attrs)) = (self.active.get_mut(&slot), response) {
+                let Some(a) = self.active.get_mut(&slot) else {
+                    return Ok(());
+                };
+                if let Response::Attrs(attrs) = response {
                     a.fstat = Some(attrs);
                 }
+                self.after_reads_answered(slot)?;
             }
-            Op::Close(slot) => {
-                if let Some(a) = self.active.remove(&slot) {
-                    self.file_read(a)?;
-                }
-            }
+            Op::Close(slot) => self.after_reads_answered(slot)?,
             Op::Remove {
                 job,
                 bytes,
                 already_present,
             } => {
-                let (rel, dir) = (self.jobs[job].rel.clone(), self.jobs[job].dir);
+                let dir = self.jobs[job].dir as usize;
                 match response {
                     Response::Status {
                         code: status::OK, ..
@@ -714,10 +880,12 @@ impl<'a, 'c> Engine<'a, 'c> {
                         self.child_done(dir, true)?;
                     }
                     r => {
+                        let rel = self.job_rel(job);
                         self.file_error(
                             &rel,
                             format!(
-                                "landed here but could not be removed remotely: {}",
+                                "landed here but could not be removed remotely: {}; a later pass \
+                                 finds the identical copy here and removes it then",
                                 r.describe()
                             ),
                         );
@@ -733,13 +901,13 @@ impl<'a, 'c> Engine<'a, 'c> {
                         ..
                     }
                 );
-                let path = self.dirs[d].path.clone();
+                let path = self.dir_path(d);
                 if gone {
-                    info!(intersection = %self.name(), remote_path = %path.display(), "removed emptied folder");
+                    info!(intersection = %self.name(), remote_path = %escape(path.as_os_str()), "removed emptied folder");
                 } else {
                     warn!(
                         intersection = %self.name(),
-                        remote_path = %path.display(),
+                        remote_path = %escape(path.as_os_str()),
                         "could not remove emptied folder: {}; left for a later pass",
                         response.describe()
                     );
@@ -753,24 +921,116 @@ impl<'a, 'c> Engine<'a, 'c> {
         Ok(())
     }
 
+    /// One READ's answer: data goes to the partial in order; a short answer
+    /// asks for the rest; anything else ends this file's reads.
+    fn read_answered(
+        &mut self,
+        slot: usize,
+        offset: u64,
+        len: u32,
+        response: Response,
+    ) -> Result<(), Stop> {
+        let Some(a) = self.active.get_mut(&slot) else {
+            return Ok(());
+        };
+        a.reads_out = a.reads_out.saturating_sub(1);
+        match response {
+            Response::Data(data) if !data.is_empty() && data.len() <= len as usize => {
+                let got = data.len() as u32;
+                if got < len && !a.changed && a.failed.is_none() {
+                    // A short read: ask for the rest (it is written in order).
+                    let rest = offset + u64::from(got);
+                    let id = self.ch.send_read(&a.handle, rest, len - got);
+                    self.ops.insert(
+                        id,
+                        Op::Read {
+                            slot,
+                            offset: rest,
+                            len: len - got,
+                        },
+                    );
+                    a.reads_out += 1;
+                    self.inflight += u64::from(len - got);
+                }
+                if a.failed.is_some() {
+                    return Ok(());
+                }
+                a.ahead.insert(offset, data);
+                if let Err(e) = drain_in_order(a) {
+                    if e.disposition() != Disposition::SkipFile {
+                        let job = a.job;
+                        return Err(landing_stop(&self.job_path(job), e));
+                    }
+                    a.ahead.clear();
+                    a.fail(Failed::Local(e));
+                    return Ok(());
+                }
+                self.ctx
+                    .progress
+                    .transferred_bytes
+                    .fetch_add(u64::from(got), Ordering::Relaxed);
+                (self.ctx.control.on_progress)(self.ctx.progress);
+            }
+            // Shrank since the listing.
+            Response::Status {
+                code: status::EOF, ..
+            } => a.changed = true,
+            Response::Data(data) if data.is_empty() => a.fail(Failed::Remote(format!(
+                "the server answered the READ of {len} bytes at offset {offset} with no data \
+                     (SFTP says end of file must be a status)"
+            ))),
+            Response::Data(data) => a.fail(Failed::Remote(format!(
+                "the server answered the READ of {len} bytes at offset {offset} with {} bytes, \
+                     more than was asked for",
+                data.len()
+            ))),
+            r => a.fail(Failed::Remote(format!(
+                "the READ of {len} bytes at offset {offset} failed: {}",
+                r.describe()
+            ))),
+        }
+        Ok(())
+    }
+
+    /// Counts one of the answers after a file's reads; with the last one in,
+    /// the file is judged.
+    fn after_reads_answered(&mut self, slot: usize) -> Result<(), Stop> {
+        if self.active.get_mut(&slot).is_some_and(Active::answered)
+            && let Some(a) = self.active.remove(&slot)
+        {
+            return self.file_read(a);
+        }
+        Ok(())
+    }
+
     /// A file's reads are over and its handle closed: land it or keep it.
     fn file_read(&mut self, mut a: Active) -> Result<(), Stop> {
-        let job = &self.jobs[a.job];
-        let (rel, dir) = (job.rel.clone(), job.dir);
+        let j = a.job;
+        let (rel, dir) = (self.job_rel(j), self.jobs[j].dir as usize);
         let Some(partial) = a.partial.take() else {
             return self.child_done(dir, false);
         };
-        if let Some(why) = a.failed {
-            // The prefix already written stays for a later resume.
-            drop(partial);
-            self.file_error(&rel, format!("{why}; left on the coprocessor"));
-            return self.child_done(dir, false);
+        match a.failed {
+            Some(Failed::Remote(why)) => {
+                // The prefix already written stays for a later resume.
+                drop(partial);
+                self.file_error(&rel, format!("{why}; left on the coprocessor"));
+                return self.child_done(dir, false);
+            }
+            Some(Failed::Local(e)) => {
+                // What the failed write left is not trusted for a resume.
+                partial.discard();
+                return self.local_failure(j, e);
+            }
+            None => {}
         }
-        let unchanged = a.fstat.is_some_and(|f| {
-            f.size == Some(job.size)
-                && f.mtime.map(u64::from) == Some(job.mtime)
-                && partial.offset() == job.size
-        });
+        let job = &self.jobs[j];
+        let unchanged = a.ended
+            && a.fstat.is_some_and(|f| {
+                f.size == Some(job.size)
+                    && f.mtime == Some(job.mtime)
+                    && partial.offset() == job.size
+            });
         if a.changed || !unchanged {
             partial.discard();
             self.skip(
@@ -780,54 +1040,82 @@ impl<'a, 'c> Engine<'a, 'c> {
             return self.child_done(dir, false);
         }
         fault::point("before-commit");
-        self.resumed.insert(a.job, a.resumed);
-        self.commits.submit(a.job, partial);
+        self.resumed.insert(j, a.resumed);
+        self.commits.submit(j, partial);
         Ok(())
     }
 
     /// A commit finished on a worker: on success, and only then, delete.
     fn committed(&mut self, j: usize, result: Result<Landed, LandingError>) -> Result<(), Stop> {
-        let job = &self.jobs[j];
-        let (rel, dir, path) = (job.rel.clone(), job.dir, job.path.clone());
         let resumed = self.resumed.remove(&j).unwrap_or(0);
         let landed = match result {
             Ok(l) => l,
-            Err(e) if e.disposition() == Disposition::SkipFile => {
-                self.file_error(&rel, format!("{e}; left on the coprocessor"));
-                return self.child_done(dir, false);
-            }
-            Err(e) => return Err(landing_stop(&path, e)),
+            Err(e) => return self.local_failure(j, e),
         };
+        self.local_failures_in_a_row = 0;
         self.report.resumed_bytes += resumed;
         info!(
             intersection = %self.name(),
-            remote_path = %path.display(),
-            local_path = %landed.path.display(),
-            bytes = landed.bytes,
+            remote_path = %escape(self.job_path(j).as_os_str()),
+            local_path = %landed.path().display(),
+            bytes = landed.bytes(),
             resumed_from = resumed,
-            already_present = landed.already_present,
+            already_present = landed.already_present(),
             "landed"
         );
         fault::point("after-commit");
-        self.delete_remote(j, &landed);
-        Ok(())
+        self.delete_remote(j, landed)
     }
 
-    /// The only place that asks the server to delete a file. It takes a
-    /// [`Landed`], which only [`Partial::commit`] makes, after the local copy
-    /// was verified against the remote size and fsynced with its folder.
-    fn delete_remote(&mut self, job: usize, proof: &Landed) {
-        let id = self
-            .ch
-            .send_remove(self.jobs[job].path.as_os_str().as_bytes());
+    /// The only place that asks the server to delete a file; see the module
+    /// docs for the invariant it keeps. `proof` is consumed: one commit
+    /// allows one REMOVE, of the file it was made for.
+    fn delete_remote(&mut self, j: usize, proof: Landed) -> Result<(), Stop> {
+        let path = self.job_path(j);
+        if !proof.is_for(path.as_os_str().as_bytes(), self.jobs[j].identity()) {
+            // Unreachable by design; if the bookkeeping ever mixes two files
+            // up, the remote file stays.
+            let rel = self.job_rel(j);
+            self.file_error(
+                &rel,
+                "internal error: the landing proof is for another remote file; not deleted (a bug, please report it)".into(),
+            );
+            return self.child_done(self.jobs[j].dir as usize, false);
+        }
+        let id = self.ch.send_remove(path.as_os_str().as_bytes());
         self.ops.insert(
             id,
             Op::Remove {
-                job,
-                bytes: proof.bytes,
-                already_present: proof.already_present,
+                job: j,
+                bytes: proof.bytes(),
+                already_present: proof.already_present(),
             },
         );
+        Ok(())
+    }
+
+    /// A local error landing file `j`: that file's alone when its
+    /// disposition says so (reported, kept remotely, retried next pass),
+    /// else the intersection stops.
+    fn local_failure(&mut self, j: usize, e: LandingError) -> Result<(), Stop> {
+        if e.disposition() != Disposition::SkipFile {
+            return Err(landing_stop(&self.job_path(j), e));
+        }
+        let rel = self.job_rel(j);
+        self.file_error(
+            &rel,
+            format!("{e}; left on the coprocessor, retried next pass"),
+        );
+        self.local_failures_in_a_row += 1;
+        if self.local_failures_in_a_row >= MAX_LOCAL_FAILURES_IN_A_ROW {
+            return Err(Stop::Fatal(format!(
+                "{MAX_LOCAL_FAILURES_IN_A_ROW} files in a row failed to land here, the last with: {e}; \
+                 stopped this intersection, its remote data is kept. Check the data directory \
+                 {} (permissions, the filesystem)",
+                self.ctx.data_root.display()
+            )));
+        }
+        self.child_done(self.jobs[j].dir as usize, false)
     }
 
     /// One child of folder `d` is resolved: gone from the server or kept.
@@ -857,7 +1145,8 @@ impl<'a, 'c> Engine<'a, 'c> {
         fault::point("before-rmdir");
         // The server refuses a folder that is not empty, so a file that
         // appeared since the listing is never lost.
-        let id = self.ch.send_rmdir(self.dirs[d].path.as_os_str().as_bytes());
+        let path = self.dir_path(d);
+        let id = self.ch.send_rmdir(path.as_os_str().as_bytes());
         self.ops.insert(id, Op::Rmdir(d));
         Ok(())
     }
@@ -876,7 +1165,7 @@ impl<'a, 'c> Engine<'a, 'c> {
             })
             .sum();
         let need = next.saturating_add(in_progress);
-        match landing::free_bytes(probe) {
+        match crate::landing::free_bytes(probe) {
             Ok(free) if free < need.saturating_add(min) => Err(Stop::Fatal(format!(
                 "not enough free disk space in {}: {} free, the next file and those in progress need {} and transfer.min_free_space keeps {} free; \
                  stopped this intersection, its remote data is kept. Free space or lower transfer.min_free_space",
@@ -909,6 +1198,22 @@ impl<'a, 'c> Engine<'a, 'c> {
     }
 }
 
+impl Op {
+    /// The request's SFTP name, for messages.
+    fn kind(&self) -> &'static str {
+        match self {
+            Op::OpenDir(_) => "OPENDIR",
+            Op::ReadDir(..) => "READDIR",
+            Op::CloseDir | Op::Close(_) => "CLOSE",
+            Op::Open(_) => "OPEN",
+            Op::Read { .. } | Op::ReadEnd(_) => "READ",
+            Op::Fstat(_) => "FSTAT",
+            Op::Remove { .. } => "REMOVE",
+            Op::Rmdir(_) => "RMDIR",
+        }
+    }
+}
+
 /// Writes the data that continues the partial file, in order.
 fn drain_in_order(a: &mut Active) -> Result<(), LandingError> {
     let Some(partial) = a.partial.as_mut() else {
@@ -920,8 +1225,11 @@ fn drain_in_order(a: &mut Active) -> Result<(), LandingError> {
     Ok(())
 }
 
-/// A local write, fsync or rename failed: the disk is full or failing, and
-/// every further file would fail the same way.
+/// A local write, fsync or rename failed in a way that fails every further
+/// file too: the disk is full or failing.
 fn landing_stop(path: &Path, e: LandingError) -> Stop {
     Stop::Fatal(format!("{}: {e}", escape(path.as_os_str())))
 }
+
+#[cfg(test)]
+mod tests;

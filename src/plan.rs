@@ -4,8 +4,9 @@
 //! A walk of its own rather than a mode of [`crate::pass`], so the transfer
 //! engine stays free of "but not really" branches. It applies the same
 //! rules through the same functions: [`entry_rule`] leaves names that are
-//! not plain, symlinks, special files and folders nested too deep; files younger
-//! than `transfer.min_age` wait; every other file is routed by
+//! not plain, symlinks, special files and folders nested too deep; files
+//! directly in `archive/` younger than `transfer.min_age` wait ([`too_young`]:
+//! a session folder's files are taken whatever their age); every other file is routed by
 //! [`classify`]; a folder is removed once everything in it would be gone.
 //! `tests/operator.rs` pins that a real pass then lands exactly what the dry
 //! run announced.
@@ -19,12 +20,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use crate::classify::classify;
 use crate::config::{Config, Intersection};
 use crate::known_hosts::KnownHosts;
-use crate::pipeline::entry_rule;
+use crate::pipeline::{entry_rule, too_young};
 use crate::remote::{self, Entry, Kind, Remote};
 
 /// One thing a pass would do.
@@ -112,10 +113,7 @@ fn plan(config: &Config, known: &KnownHosts, ix: &Intersection, cancel: &AtomicB
         config,
         cancel,
         deadline: Instant::now() + config.transfer.intersection_deadline,
-        now: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        now: crate::pipeline::unix_now(),
         data_root: config.data_directory.join(&ix.name),
         plan: Plan {
             name: ix.name.clone(),
@@ -200,7 +198,7 @@ impl Walk<'_> {
         }
         let path = dir.join(&entry.name);
         if entry.kind == Kind::File {
-            return Ok(self.file(&path, &rel, entry));
+            return Ok(self.file(&path, &rel, entry, depth));
         }
         let entries = match session.list(&path) {
             Ok(e) => e,
@@ -216,17 +214,10 @@ impl Walk<'_> {
         Ok(gone)
     }
 
-    fn file(&mut self, path: &Path, rel: &Path, entry: &Entry) -> bool {
-        let min_age = self.config.transfer.min_age;
-        let age = self.now.saturating_sub(entry.mtime);
-        if age < min_age.as_secs() {
-            self.leave(
-                rel,
-                format!(
-                    "modified {age} s ago, younger than transfer.min_age ({}); taken by a later pass",
-                    humantime::format_duration(min_age)
-                ),
-            );
+    fn file(&mut self, path: &Path, rel: &Path, entry: &Entry, depth: usize) -> bool {
+        if let Some(reason) = too_young(depth, entry.mtime, self.now, self.config.transfer.min_age)
+        {
+            self.leave(rel, reason);
             return false;
         }
         let name = String::from_utf8_lossy(entry.name.as_bytes());

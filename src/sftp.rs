@@ -18,6 +18,9 @@ use std::io::{self, Read, Write};
 
 use ssh2::{Channel, Session};
 
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod scripted;
+
 /// Bulk reads are only fast with the vendored libssh2 that decrypts a
 /// packet in one call rather than 16 bytes at a time (about 40% of the
 /// client's CPU on a 1 GiB file; vendor/libssh2-sys/PATCHES.md). Naming its
@@ -325,6 +328,60 @@ impl SftpChannel {
                 return Ok(response);
             }
         }
+    }
+}
+
+/// The requests the transfer engine sends and the answers it reads: what
+/// [`SftpChannel`] does over SSH, and what a scripted server does in the
+/// engine's unit tests to play the hostile or buggy server OpenSSH never is.
+/// `send_*` queue a request and return its id; [`Wire::recv`] sends what
+/// is queued and returns the next answer, with the id it answers.
+pub trait Wire {
+    fn send_opendir(&mut self, path: &[u8]) -> u32;
+    fn send_readdir(&mut self, handle: &[u8]) -> u32;
+    fn send_close(&mut self, handle: &[u8]) -> u32;
+    fn send_open_read(&mut self, path: &[u8]) -> u32;
+    fn send_read(&mut self, handle: &[u8], offset: u64, len: u32) -> u32;
+    fn send_fstat(&mut self, handle: &[u8]) -> u32;
+    fn send_remove(&mut self, path: &[u8]) -> u32;
+    fn send_rmdir(&mut self, path: &[u8]) -> u32;
+    /// # Errors
+    /// The session broke, or the server sent a malformed answer.
+    fn recv(&mut self) -> Result<(u32, Response), SftpError>;
+    /// Requests sent and not yet answered.
+    fn outstanding(&self) -> usize;
+}
+
+impl Wire for SftpChannel {
+    fn send_opendir(&mut self, path: &[u8]) -> u32 {
+        SftpChannel::send_opendir(self, path)
+    }
+    fn send_readdir(&mut self, handle: &[u8]) -> u32 {
+        SftpChannel::send_readdir(self, handle)
+    }
+    fn send_close(&mut self, handle: &[u8]) -> u32 {
+        SftpChannel::send_close(self, handle)
+    }
+    fn send_open_read(&mut self, path: &[u8]) -> u32 {
+        SftpChannel::send_open_read(self, path)
+    }
+    fn send_read(&mut self, handle: &[u8], offset: u64, len: u32) -> u32 {
+        SftpChannel::send_read(self, handle, offset, len)
+    }
+    fn send_fstat(&mut self, handle: &[u8]) -> u32 {
+        SftpChannel::send_fstat(self, handle)
+    }
+    fn send_remove(&mut self, path: &[u8]) -> u32 {
+        SftpChannel::send_remove(self, path)
+    }
+    fn send_rmdir(&mut self, path: &[u8]) -> u32 {
+        SftpChannel::send_rmdir(self, path)
+    }
+    fn recv(&mut self) -> Result<(u32, Response), SftpError> {
+        SftpChannel::recv(self)
+    }
+    fn outstanding(&self) -> usize {
+        SftpChannel::outstanding(self)
     }
 }
 

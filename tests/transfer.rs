@@ -476,26 +476,54 @@ fn symlinks_devices_and_hostile_names_are_never_followed_pulled_or_deleted() {
     }
 }
 
+/// Issue 10, with the shipped `[transfer]` defaults (no keys at all): the
+/// collector closes the day's session at midnight by renaming its folder
+/// into `archive/`, its files last written a second before the timer's
+/// pass. That session lands in that pass; only a zip a compressor is still
+/// writing directly in `archive/` waits for `min_age`, and lands in the
+/// pass after it has aged.
 #[test]
-fn young_files_wait_for_a_later_pass() {
+fn a_session_closed_a_second_ago_lands_tonight_and_only_a_zip_being_written_waits() {
     let sshd = Sshd::start_default();
     let mut tree = RemoteTree::new();
-    one_session(&mut tree);
-    let fresh = tree.add_file(
-        &format!(
-            "{}/X_spatLog_06102021_000000.csv",
-            session_name("X", stamp(10))
-        ),
-        b"x\n",
-    );
-    tree.make_fresh(&fresh.rel);
+    let session = tree.add_session(DEFAULT_COPROC_NAME, stamp(10), 2, 1_000..=4_000);
+    for e in &session {
+        tree.make_fresh(&e.rel);
+    }
+    tree.make_fresh(&session_name(DEFAULT_COPROC_NAME, stamp(10)));
+    let zip = tree.add_zip_session(DEFAULT_COPROC_NAME, stamp(9), 20_000);
+    tree.make_fresh(&zip.rel);
+    std::thread::sleep(Duration::from_secs(1));
     let mut client = Client::new();
-    client.set("min_age = \"10m\"");
+    // The shipped defaults; only the free-space floor (1 GiB) is lowered,
+    // as a test machine's disk may hold less.
+    client.transfer.clear();
+    client.set("min_free_space = \"1MiB\"");
     client.add(Site::new("a", &sshd, &tree), &sshd);
     let out = client.run();
     assert_exit(&out, 0);
-    assert_eq!(tree.remaining_files(), vec![fresh.rel.clone()]);
-    assert!(stderr(&out).contains("min_age"), "{}", stderr(&out));
+    assert_landed(&client.data_dir(), "a", &session);
+    assert_eq!(tree.remaining_files(), vec![zip.rel.clone()]);
+    let skipped = client.ix_state("a")["skipped"].clone();
+    assert_eq!(skipped.as_array().map(Vec::len), Some(1), "{skipped}");
+    assert_eq!(skipped[0]["path"], zip.rel.as_str());
+    let reason = skipped[0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("directly in archive/ and modified")
+            && reason.contains("younger than transfer.min_age (2m)"),
+        "{reason}"
+    );
+    tree.assert_current_session_untouched();
+
+    // Three minutes on (its mtime set back as the clock would move), the
+    // compressor is done: the next pass takes it.
+    tree.set_age(&zip.rel, Duration::from_secs(180));
+    assert_exit(&client.run(), 0);
+    assert!(tree.remaining_files().is_empty());
+    assert_eq!(
+        sha256_file(&client.data_dir().join("a").join(zip.file_name())),
+        zip.sha256
+    );
 }
 
 #[test]

@@ -52,6 +52,7 @@ pub struct RawTransfer {
     pub retry_backoff: Option<Spanned<String>>,
     pub min_age: Option<Spanned<String>>,
     pub min_free_space: Option<Spanned<RawSize>>,
+    pub max_listed_entries: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -241,6 +242,9 @@ impl Converter<'_> {
                 retries: t.retries.map(|s| self.item(s, key("retries"))),
                 retry_backoff: t.retry_backoff.map(|s| self.item(s, key("retry_backoff"))),
                 min_age: t.min_age.map(|s| self.item(s, key("min_age"))),
+                max_listed_entries: t
+                    .max_listed_entries
+                    .map(|s| self.item(s, key("max_listed_entries"))),
                 min_free_space: t.min_free_space.map(|s| {
                     let item = self.item(s, key("min_free_space"));
                     let value = match item.value {

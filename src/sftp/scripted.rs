@@ -1,0 +1,706 @@
+//! A scripted SFTP server, in process, for the transfer engine's tests.
+//!
+//! Real OpenSSH stays the judge of what a real server does (`tests/`); this
+//! plays what no real server does on purpose: answers out of order, short,
+//! empty and oversized DATA, names after the end of a listing, a name listed
+//! twice, a listing that never ends, a REMOVE or RMDIR that fails, a file
+//! whose listed and FSTAT size understate what it holds. Every request is
+//! logged, and at every REMOVE the server checks the engine's invariant
+//! itself: the local data folder must already hold a file with exactly the
+//! bytes of the remote file being removed.
+//!
+//! Compiled for unit tests and with the `fault-injection` feature that the
+//! test suite builds with; never in a shipped binary.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::{Attrs, NameEntry, Response, SftpError, Wire, status};
+
+const FILE: u32 = 0o100_644;
+const DIR: u32 = 0o040_755;
+const LINK: u32 = 0o120_777;
+
+/// One remote entry.
+#[derive(Debug, Clone)]
+pub enum Node {
+    Dir { mtime: u32 },
+    File { data: Vec<u8>, mtime: u32 },
+    Symlink,
+}
+
+/// What the server does wrong. Paths are full remote paths.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Answers the queued requests in a shuffled order.
+    pub reorder: bool,
+    /// DATA answers carry at most this many bytes (short reads).
+    pub max_data: Option<usize>,
+    /// READs of these files answer one byte more than asked.
+    pub oversized: HashSet<Vec<u8>>,
+    /// READs of these files answer DATA with no bytes.
+    pub empty_data: HashSet<Vec<u8>>,
+    /// Folders keep answering READDIR with their names again after EOF.
+    pub names_after_eof: bool,
+    /// Every NAME answer lists each name twice.
+    pub duplicate_names: bool,
+    /// REMOVE of these files answers FAILURE (the file stays).
+    pub fail_remove: HashSet<Vec<u8>>,
+    /// Every RMDIR answers FAILURE.
+    pub fail_rmdir: bool,
+    /// Listing and FSTAT give this size instead of the true one.
+    pub claimed_size: HashMap<Vec<u8>, u64>,
+    /// Folders whose listing never ends: READDIR answers ever new names.
+    pub endless: HashSet<Vec<u8>>,
+    /// Set when the first file is opened (ends a test after the listing).
+    pub cancel_on_open: Option<Arc<AtomicBool>>,
+}
+
+/// Folders whose content is generated as it is listed: `folders` folders
+/// named `s{n}`, each holding `files` one-byte files, none kept in memory.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    pub path: Vec<u8>,
+    pub folders: u64,
+    pub files: u64,
+}
+
+enum Handle {
+    Dir {
+        path: Vec<u8>,
+        names: Vec<NameEntry>,
+        next: usize,
+        /// Position in a generated or endless listing.
+        counter: u64,
+    },
+    File {
+        path: Vec<u8>,
+    },
+}
+
+enum Req {
+    OpenDir(Vec<u8>),
+    ReadDir(Vec<u8>),
+    Close(Vec<u8>),
+    Open(Vec<u8>),
+    Read(Vec<u8>, u64, u32),
+    Fstat(Vec<u8>),
+    Remove(Vec<u8>),
+    Rmdir(Vec<u8>),
+}
+
+pub struct Scripted {
+    nodes: BTreeMap<Vec<u8>, Node>,
+    generated: Option<Generated>,
+    handles: HashMap<Vec<u8>, Handle>,
+    next_handle: u64,
+    queue: VecDeque<(u32, Req)>,
+    /// Answers carried out and not yet delivered (with `reorder`).
+    answers: Vec<(u32, Response)>,
+    next_id: u32,
+    rng: u64,
+    pub faults: Faults,
+    /// Every request, in the order the server took it: "REMOVE /path".
+    pub log: Vec<String>,
+    /// Broken invariants seen at REMOVE time; a test asserts it is empty.
+    pub violations: Vec<String>,
+    /// Where landed files are looked for at REMOVE time.
+    landed_root: Option<PathBuf>,
+}
+
+impl Default for Scripted {
+    fn default() -> Self {
+        Scripted::new()
+    }
+}
+
+impl Scripted {
+    pub fn new() -> Scripted {
+        Scripted {
+            nodes: BTreeMap::new(),
+            generated: None,
+            handles: HashMap::new(),
+            next_handle: 1,
+            queue: VecDeque::new(),
+            answers: Vec::new(),
+            next_id: 1,
+            rng: 0x9e37_79b9_7f4a_7c15,
+            faults: Faults::default(),
+            log: Vec::new(),
+            violations: Vec::new(),
+            landed_root: None,
+        }
+    }
+
+    /// Adds a folder and any missing parents.
+    pub fn dir(&mut self, path: &str) -> &mut Self {
+        let mut at = String::new();
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            at.push('/');
+            at.push_str(part);
+            self.nodes
+                .entry(at.clone().into_bytes())
+                .or_insert(Node::Dir {
+                    mtime: 1_600_000_000,
+                });
+        }
+        self
+    }
+
+    /// Adds a file (and its folders) with an mtime a day ago.
+    pub fn file(&mut self, path: &str, data: &[u8]) -> &mut Self {
+        let mtime = (crate::pipeline::unix_now() - 86_400) as u32;
+        self.file_at(path, data, mtime)
+    }
+
+    pub fn file_at(&mut self, path: &str, data: &[u8], mtime: u32) -> &mut Self {
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            self.dir(parent);
+        }
+        self.nodes.insert(
+            path.as_bytes().to_vec(),
+            Node::File {
+                data: data.to_vec(),
+                mtime,
+            },
+        );
+        self
+    }
+
+    pub fn symlink(&mut self, path: &str) -> &mut Self {
+        self.nodes.insert(path.as_bytes().to_vec(), Node::Symlink);
+        self
+    }
+
+    pub fn generate(&mut self, g: Generated) -> &mut Self {
+        let path = String::from_utf8_lossy(&g.path).into_owned();
+        self.dir(&path);
+        self.generated = Some(g);
+        self
+    }
+
+    /// Checks the invariant at every REMOVE against files under `root`.
+    pub fn check_landed_under(&mut self, root: &Path) -> &mut Self {
+        self.landed_root = Some(root.to_path_buf());
+        self
+    }
+
+    /// What is left on the server: files and symlinks, by path.
+    pub fn remaining_files(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| !matches!(n, Node::Dir { .. }))
+            .map(|(p, _)| String::from_utf8_lossy(p).into_owned())
+            .collect()
+    }
+
+    pub fn exists(&self, path: &str) -> bool {
+        self.nodes.contains_key(path.as_bytes())
+    }
+
+    /// Requests of one kind in the log, e.g. "REMOVE".
+    pub fn requests(&self, kind: &str) -> Vec<&str> {
+        self.log
+            .iter()
+            .filter_map(|l| l.strip_prefix(kind).and_then(|r| r.strip_prefix(' ')))
+            .collect()
+    }
+
+    fn push(&mut self, req: Req) -> u32 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        self.queue.push_back((id, req));
+        id
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64*: deterministic, so a failing order reproduces.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn new_handle(&mut self, h: Handle) -> Vec<u8> {
+        let name = format!("h{}", self.next_handle).into_bytes();
+        self.next_handle += 1;
+        self.handles.insert(name.clone(), h);
+        name
+    }
+
+    fn attrs(&self, path: &[u8], node: &Node) -> Attrs {
+        match node {
+            Node::Dir { mtime } => Attrs {
+                size: Some(4096),
+                perm: Some(DIR),
+                mtime: Some(*mtime),
+            },
+            Node::File { data, mtime } => Attrs {
+                size: Some(
+                    self.faults
+                        .claimed_size
+                        .get(path)
+                        .copied()
+                        .unwrap_or(data.len() as u64),
+                ),
+                perm: Some(FILE),
+                mtime: Some(*mtime),
+            },
+            Node::Symlink => Attrs {
+                size: Some(11),
+                perm: Some(LINK),
+                mtime: Some(1_600_000_000),
+            },
+        }
+    }
+
+    fn children(&self, dir: &[u8]) -> Vec<NameEntry> {
+        let mut prefix = dir.to_vec();
+        prefix.push(b'/');
+        self.nodes
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .filter(|(p, _)| !p[prefix.len()..].contains(&b'/'))
+            .map(|(p, n)| NameEntry {
+                name: p[prefix.len()..].to_vec(),
+                attrs: self.attrs(p, n),
+            })
+            .collect()
+    }
+
+    /// The generated folder a path is, or is in: (top, folder number).
+    fn generated_at(&self, path: &[u8]) -> Option<(bool, Option<u64>)> {
+        let g = self.generated.as_ref()?;
+        if path == g.path.as_slice() {
+            return Some((true, None));
+        }
+        let rest = path.strip_prefix(g.path.as_slice())?.strip_prefix(b"/s")?;
+        let n: u64 = std::str::from_utf8(rest).ok()?.parse().ok()?;
+        (n < g.folders).then_some((false, Some(n)))
+    }
+
+    fn next_names(&mut self, handle: &[u8]) -> Response {
+        let dup = self.faults.duplicate_names;
+        let after_eof = self.faults.names_after_eof;
+        let mtime = (crate::pipeline::unix_now() - 86_400) as u32;
+        let generated = self.generated.clone();
+        let endless = {
+            let Some(Handle::Dir { path, .. }) = self.handles.get(handle) else {
+                return bad_handle();
+            };
+            self.faults.endless.contains(path)
+        };
+        let at = match self.handles.get(handle) {
+            Some(Handle::Dir { path, .. }) => self.generated_at(path),
+            _ => None,
+        };
+        let Some(Handle::Dir {
+            names,
+            next,
+            counter,
+            ..
+        }) = self.handles.get_mut(handle)
+        else {
+            return bad_handle();
+        };
+        let mut out = Vec::new();
+        if endless {
+            for _ in 0..100 {
+                *counter += 1;
+                out.push(NameEntry {
+                    name: format!("never-ending-{:012}.csv", *counter).into_bytes(),
+                    attrs: Attrs {
+                        size: Some(1),
+                        perm: Some(FILE),
+                        mtime: Some(mtime),
+                    },
+                });
+            }
+            return Response::Name(out);
+        }
+        if let (Some(g), Some((top, _))) = (generated, at) {
+            let total = if top { g.folders } else { g.files };
+            if *counter >= total {
+                return eof();
+            }
+            while *counter < total && out.len() < 100 {
+                let (name, perm) = if top {
+                    (format!("s{}", *counter), DIR)
+                } else {
+                    (format!("X_spatLog_{:08}.csv", *counter), FILE)
+                };
+                out.push(NameEntry {
+                    name: name.into_bytes(),
+                    attrs: Attrs {
+                        size: Some(1),
+                        perm: Some(perm),
+                        mtime: Some(mtime),
+                    },
+                });
+                *counter += 1;
+            }
+            return Response::Name(out);
+        }
+        if *next >= names.len() {
+            // `counter` counts the ends sent; with `names_after_eof` the
+            // answer after the first end lists the folder once more.
+            *counter += 1;
+            if after_eof && *counter == 2 {
+                return Response::Name(names.clone());
+            }
+            return eof();
+        }
+        let end = (*next + 3).min(names.len());
+        for e in &names[*next..end] {
+            out.push(e.clone());
+            if dup {
+                out.push(e.clone());
+            }
+        }
+        *next = end;
+        Response::Name(out)
+    }
+
+    fn answer(&mut self, req: Req) -> Response {
+        match req {
+            Req::OpenDir(path) => {
+                self.log.push(format!("OPENDIR {}", show(&path)));
+                let known = matches!(self.nodes.get(&path), Some(Node::Dir { .. }))
+                    || self.generated_at(&path).is_some();
+                if !known {
+                    return status_answer(status::NO_SUCH_FILE, "No such file");
+                }
+                let names = if self.generated_at(&path).is_some() {
+                    Vec::new()
+                } else {
+                    self.children(&path)
+                };
+                Response::Handle(self.new_handle(Handle::Dir {
+                    path,
+                    names,
+                    next: 0,
+                    counter: 0,
+                }))
+            }
+            Req::ReadDir(h) => {
+                self.log.push("READDIR".into());
+                self.next_names(&h)
+            }
+            Req::Close(h) => {
+                self.log.push("CLOSE".into());
+                match self.handles.remove(&h) {
+                    Some(_) => ok(),
+                    None => bad_handle(),
+                }
+            }
+            Req::Open(path) => {
+                self.log.push(format!("OPEN {}", show(&path)));
+                if let Some(c) = &self.faults.cancel_on_open {
+                    c.store(true, Ordering::SeqCst);
+                }
+                let parent = &path[..path.iter().rposition(|&b| b == b'/').unwrap_or(0)];
+                let generated = matches!(self.generated_at(parent), Some((false, Some(_))));
+                match self.nodes.get(&path) {
+                    Some(Node::File { .. }) => {
+                        Response::Handle(self.new_handle(Handle::File { path }))
+                    }
+                    _ if generated => Response::Handle(self.new_handle(Handle::File { path })),
+                    _ => status_answer(status::NO_SUCH_FILE, "No such file"),
+                }
+            }
+            Req::Read(h, offset, len) => {
+                let Some(Handle::File { path }) = self.handles.get(&h) else {
+                    return bad_handle();
+                };
+                let path = path.clone();
+                let data: &[u8] = match self.nodes.get(&path) {
+                    Some(Node::File { data, .. }) => data,
+                    _ => b"x",
+                };
+                if self.faults.empty_data.contains(&path) {
+                    return Response::Data(Vec::new());
+                }
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                if start >= data.len() {
+                    return status_answer(status::EOF, "EOF");
+                }
+                let mut n = (len as usize).min(data.len() - start);
+                if let Some(max) = self.faults.max_data {
+                    n = n.min(max);
+                }
+                let mut out = data[start..start + n].to_vec();
+                if self.faults.oversized.contains(&path) {
+                    out.push(b'!');
+                }
+                Response::Data(out)
+            }
+            Req::Fstat(h) => {
+                let Some(Handle::File { path }) = self.handles.get(&h) else {
+                    return bad_handle();
+                };
+                let path = path.clone();
+                match self.nodes.get(&path) {
+                    Some(n) => Response::Attrs(self.attrs(&path, n)),
+                    None => Response::Attrs(Attrs {
+                        size: Some(1),
+                        perm: Some(FILE),
+                        mtime: Some((crate::pipeline::unix_now() - 86_400) as u32),
+                    }),
+                }
+            }
+            Req::Remove(path) => {
+                self.log.push(format!("REMOVE {}", show(&path)));
+                self.check_invariant(&path);
+                if self.faults.fail_remove.contains(&path) {
+                    return status_answer(4, "Failure");
+                }
+                match self.nodes.get(&path) {
+                    Some(Node::File { .. }) => {
+                        self.nodes.remove(&path);
+                        ok()
+                    }
+                    _ => status_answer(status::NO_SUCH_FILE, "No such file"),
+                }
+            }
+            Req::Rmdir(path) => {
+                self.log.push(format!("RMDIR {}", show(&path)));
+                if self.faults.fail_rmdir || !self.children(&path).is_empty() {
+                    return status_answer(4, "Failure");
+                }
+                match self.nodes.get(&path) {
+                    Some(Node::Dir { .. }) => {
+                        self.nodes.remove(&path);
+                        ok()
+                    }
+                    _ => status_answer(status::NO_SUCH_FILE, "No such file"),
+                }
+            }
+        }
+    }
+
+    /// At a REMOVE: some file under the landed root holds exactly the
+    /// bytes of the remote file.
+    fn check_invariant(&mut self, path: &[u8]) {
+        let Some(root) = self.landed_root.clone() else {
+            return;
+        };
+        let Some(Node::File { data, .. }) = self.nodes.get(path) else {
+            return;
+        };
+        if !holds_file_with(&root, data) {
+            self.violations.push(format!(
+                "REMOVE {} before its bytes were landed under {}",
+                show(path),
+                root.display()
+            ));
+        }
+    }
+}
+
+fn holds_file_with(dir: &Path, data: &[u8]) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let p = e.path();
+        let hidden = e.file_name().as_encoded_bytes().starts_with(b".");
+        if p.is_dir() {
+            holds_file_with(&p, data)
+        } else {
+            !hidden && std::fs::read(&p).is_ok_and(|d| d == data)
+        }
+    })
+}
+
+fn show(path: &[u8]) -> String {
+    String::from_utf8_lossy(path).into_owned()
+}
+
+fn status_answer(code: u32, message: &str) -> Response {
+    Response::Status {
+        code,
+        message: message.into(),
+    }
+}
+
+fn ok() -> Response {
+    status_answer(status::OK, "Success")
+}
+
+fn eof() -> Response {
+    status_answer(status::EOF, "End of file")
+}
+
+fn bad_handle() -> Response {
+    status_answer(4, "bad handle")
+}
+
+impl Wire for Scripted {
+    fn send_opendir(&mut self, path: &[u8]) -> u32 {
+        self.push(Req::OpenDir(path.to_vec()))
+    }
+    fn send_readdir(&mut self, handle: &[u8]) -> u32 {
+        self.push(Req::ReadDir(handle.to_vec()))
+    }
+    fn send_close(&mut self, handle: &[u8]) -> u32 {
+        self.push(Req::Close(handle.to_vec()))
+    }
+    fn send_open_read(&mut self, path: &[u8]) -> u32 {
+        self.push(Req::Open(path.to_vec()))
+    }
+    fn send_read(&mut self, handle: &[u8], offset: u64, len: u32) -> u32 {
+        self.push(Req::Read(handle.to_vec(), offset, len))
+    }
+    fn send_fstat(&mut self, handle: &[u8]) -> u32 {
+        self.push(Req::Fstat(handle.to_vec()))
+    }
+    fn send_remove(&mut self, path: &[u8]) -> u32 {
+        self.push(Req::Remove(path.to_vec()))
+    }
+    fn send_rmdir(&mut self, path: &[u8]) -> u32 {
+        self.push(Req::Rmdir(path.to_vec()))
+    }
+    /// Requests are carried out in the order sent, as sftp-server does;
+    /// with `reorder`, the answers come back in another order.
+    fn recv(&mut self) -> Result<(u32, Response), SftpError> {
+        if !self.faults.reorder
+            && let Some((id, req)) = self.queue.pop_front()
+        {
+            return Ok((id, self.answer(req)));
+        }
+        while let Some((id, req)) = self.queue.pop_front() {
+            let answer = self.answer(req);
+            self.answers.push((id, answer));
+        }
+        if self.answers.is_empty() {
+            return Err(SftpError::Io(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                "the scripted server was asked for an answer with no request outstanding",
+            )));
+        }
+        let pick = (self.random() % self.answers.len() as u64) as usize;
+        Ok(self.answers.swap_remove(pick))
+    }
+    fn outstanding(&self) -> usize {
+        self.queue.len() + self.answers.len()
+    }
+}
+
+/// One engine run against a scripted server, with the defaults of a
+/// shipped config except where a test says otherwise.
+pub mod harness {
+    use std::path::PathBuf;
+
+    use crate::config::{
+        Auth, Config, DEFAULT_ELEMENTS, DEFAULT_STALE_AFTER, Intersection, Transfer,
+    };
+    use crate::landing::Lander;
+    use crate::pass::{Control, Progress};
+    use crate::pipeline::{Ctx, Engine, Stop};
+    use crate::report::IntersectionReport;
+    use crate::secret::Secret;
+
+    use super::Scripted;
+
+    /// Where `archive/` is on the scripted server.
+    pub const LOCATION: &str = "/v2x";
+    pub const ARCHIVE: &str = "/v2x/archive";
+
+    pub struct Harness {
+        pub dir: tempfile::TempDir,
+        pub config: Config,
+        pub control: Control,
+        /// Kept across runs, as a pass keeps it across reconnects.
+        pub lander: Lander,
+    }
+
+    /// How a run ended: `Ok`, or the stop's text.
+    pub struct Outcome {
+        pub result: Result<(), String>,
+        pub report: IntersectionReport,
+    }
+
+    impl Harness {
+        /// A data folder under the build's target folder (a disk, like the
+        /// one files land on), the shipped `[transfer]` defaults but
+        /// `min_free_space` (a test machine's disk may be small).
+        pub fn new() -> Harness {
+            let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+            let _ = std::fs::create_dir_all(&target);
+            let dir = tempfile::Builder::new()
+                .prefix("engine-")
+                .tempdir_in(&target)
+                .or_else(|_| tempfile::tempdir())
+                .unwrap_or_else(|e| panic!("a temporary folder: {e}"));
+            let ix = Intersection {
+                name: "ix".into(),
+                host: "127.0.0.1".into(),
+                port: 22,
+                username: "u".into(),
+                auth: Auth::Password(Secret::new("not used".into())),
+                v2x_data_location: LOCATION.into(),
+                compression: None,
+            };
+            let config = Config {
+                source: dir.path().join("config.toml"),
+                data_directory: dir.path().join("data"),
+                state_directory: dir.path().join("state"),
+                known_hosts: dir.path().join("known_hosts"),
+                elements: DEFAULT_ELEMENTS.iter().map(|s| s.to_string()).collect(),
+                start_time: None,
+                transfer: Transfer {
+                    min_free_bytes: 0,
+                    ..Transfer::default()
+                },
+                intersections: vec![ix],
+                stale_after: DEFAULT_STALE_AFTER,
+                metrics_textfile: None,
+            };
+            Harness {
+                dir,
+                config,
+                control: Control::new(),
+                lander: Lander::new(),
+            }
+        }
+
+        /// `<data_directory>/ix`.
+        pub fn data_root(&self) -> PathBuf {
+            self.config.data_directory.join("ix")
+        }
+
+        pub fn run(&mut self, server: &mut Scripted) -> Outcome {
+            let ix = &self.config.intersections[0];
+            let mut report = IntersectionReport::new(ix);
+            let data_root = self.data_root();
+            // As the pass does before it hands a session to the engine.
+            for el in self.config.elements.iter().map(String::as_str).chain([""]) {
+                let _ = std::fs::create_dir_all(data_root.join(el));
+            }
+            let progress = Progress::default();
+            let ctx = Ctx {
+                ix,
+                config: &self.config,
+                control: &self.control,
+                progress: &progress,
+                data_root: &data_root,
+            };
+            let result = Engine::new(&ctx, server, &mut self.lander, &mut report)
+                .run()
+                .map_err(|s| match s {
+                    Stop::Reconnect(why) => format!("reconnect: {why}"),
+                    Stop::Fatal(why) => format!("fatal: {why}"),
+                    Stop::Cancelled => "cancelled".into(),
+                });
+            Outcome { result, report }
+        }
+    }
+
+    impl Default for Harness {
+        fn default() -> Self {
+            Harness::new()
+        }
+    }
+}
