@@ -41,6 +41,14 @@ fn mixed_tree(seed: u64) -> RemoteTree {
         b"nested ssm row\n",
     );
     t.add_zip_session("Zip", stamp(2, day), rng.range(64 << 10, 1 << 20) as usize);
+    // Issue 16: a session sent again under another folder name, its file
+    // of one name, size and mtime holding other bytes.
+    let twin = session_name("Twin", stamp(1, day));
+    t.add_twins(
+        &twin,
+        &format!("Twin_spatLog_{}.csv", stamp(1, day).mmitss()),
+        rng.range(10_000, 300_000) as usize,
+    );
     t
 }
 
@@ -648,6 +656,58 @@ fn failing_local_write_fsync_or_rename_keeps_the_remote_copy() {
         trials,
         tally,
         note: "each pass stopped with the error named, remote copy kept; rerun landed all".into(),
+    });
+}
+
+/// Issue 16.2: a rename refused for one file (EACCES or EPERM, once) fails
+/// that file alone: every other file of the intersection lands in the same
+/// pass, the refused one stays on the coprocessor and lands in the next.
+#[test]
+fn a_rename_refused_for_one_file_fails_that_file_alone_and_the_next_pass_lands_it() {
+    let sshd = Sshd::start_default();
+    let mut tally = Tally::default();
+    let mut trials = 0;
+    for (errno, after) in [("EACCES", "0"), ("EPERM", "3")] {
+        let trees = vec![mixed_tree(1_100 + trials)];
+        let client = client_for(&sshd, &trees);
+        let context = format!("rename fails once with {errno} after {after}");
+        let f = run_with_failing(&client, "rename", errno, after, Some("1"));
+        assert_eq!(f.code(), Some(1), "{context}\n{}", f.stderr);
+        assert!(
+            f.stderr
+                .contains("left on the coprocessor, retried next pass"),
+            "{context}: {}",
+            f.stderr
+        );
+        let errors = client.ix_state("a")["errors"].clone();
+        assert_eq!(
+            errors.as_array().map(Vec::len),
+            Some(1),
+            "{context}: {errors}"
+        );
+        assert!(
+            errors[0]
+                .as_str()
+                .unwrap_or_default()
+                .contains("renaming into"),
+            "{errors}"
+        );
+        assert_eq!(
+            trees[0].remaining_files().len(),
+            1,
+            "{context}: only the refused file stays: {:?}",
+            trees[0].remaining_files()
+        );
+        check_nothing_lost(&client, &trees, &context);
+        assert_eq!(rerun_until_ok(&client, 1, &context), 1);
+        tally += check_complete(&client, &trees, &context);
+        trials += 1;
+    }
+    record(Row {
+        fault: "4d. one file's rename refused (EACCES, EPERM; LD_PRELOAD shim, once)".into(),
+        trials,
+        tally,
+        note: "the other files landed in the same pass; the refused one in the next".into(),
     });
 }
 

@@ -526,6 +526,47 @@ fn a_session_closed_a_second_ago_lands_tonight_and_only_a_zip_being_written_wait
     );
 }
 
+/// Issue 16: two folders in `archive/` hold a file of one name, size and
+/// mtime with different bytes (a session sent again under another folder
+/// name). Both land, once each, with their own bytes; both remote copies
+/// go; the rest of the coprocessor lands in the same pass.
+#[test]
+fn two_files_of_one_name_size_and_mtime_in_two_folders_both_land() {
+    let sshd = Sshd::start_default();
+    let mut tree = RemoteTree::new();
+    one_session(&mut tree);
+    let name = format!("{DEFAULT_COPROC_NAME}_spatLog_06082021_000000.csv");
+    let twins = tree.add_twins(&session_name(DEFAULT_COPROC_NAME, stamp(8)), &name, 700_000);
+    assert_eq!(twins[0].size, twins[1].size);
+    let mut client = Client::new();
+    client.add(Site::new("a", &sshd, &tree), &sshd);
+    let out = client.run();
+    assert_exit(&out, 0);
+    assert_landed(&client.data_dir(), "a", &tree.manifest());
+    let spat = client.data_dir().join("a/spat");
+    let mut got = [
+        sha256_file(&spat.join(&name)),
+        sha256_file(&spat.join(conflict_variant(&name, 1))),
+    ];
+    got.sort();
+    let mut want = [twins[0].sha256.clone(), twins[1].sha256.clone()];
+    want.sort();
+    assert_eq!(got, want);
+    assert!(
+        tree.remaining_files().is_empty(),
+        "{:?}",
+        tree.remaining_files()
+    );
+    assert!(
+        tree.remaining_dirs().is_empty(),
+        "{:?}",
+        tree.remaining_dirs()
+    );
+    // A second pass finds nothing to do and changes nothing.
+    assert_exit(&client.run(), 0);
+    assert_landed(&client.data_dir(), "a", &tree.manifest());
+}
+
 #[test]
 fn not_enough_disk_space_stops_the_intersection_and_keeps_remote_data() {
     let sshd = Sshd::start_default();

@@ -6,7 +6,7 @@
  * Environment:
  *   V2X_FAIL_PREFIX  absolute folder; only files under it are affected
  *   V2X_FAIL_OP      write | fsync | dirfsync | rename
- *   V2X_FAIL_ERRNO   ENOSPC | EIO | EDQUOT | EINVAL (default EIO)
+ *   V2X_FAIL_ERRNO   ENOSPC | EIO | EDQUOT | EINVAL | EACCES | EPERM (default EIO)
  *   V2X_FAIL_AFTER   matching calls that still succeed first (default 0)
  *   V2X_FAIL_TIMES   how many calls fail after that (default: all of them)
  *
@@ -36,6 +36,8 @@ static int wanted_errno(void) {
     if (e && strcmp(e, "ENOSPC") == 0) return ENOSPC;
     if (e && strcmp(e, "EDQUOT") == 0) return EDQUOT;
     if (e && strcmp(e, "EINVAL") == 0) return EINVAL;
+    if (e && strcmp(e, "EACCES") == 0) return EACCES;
+    if (e && strcmp(e, "EPERM") == 0) return EPERM;
     return EIO;
 }
 

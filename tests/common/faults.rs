@@ -16,7 +16,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::client::{Client, bin};
-use super::local::{sha256_file, walk_all};
+use super::local::{landing_places, sha256_file, walk_all};
 use super::remote::ManifestEntry;
 use super::run_cmd;
 
@@ -281,10 +281,10 @@ pub fn tally_landed(data_dir: &Path, intersection: &str, manifest: &[ManifestEnt
     }
     let mut t = Tally::default();
     let mut expected_copies: BTreeMap<&str, u64> = BTreeMap::new();
-    for e in manifest {
+    for (landing, e) in landing_places(&base, manifest) {
         t.checked += 1;
         *expected_copies.entry(e.sha256.as_str()).or_default() += 1;
-        let p = base.join(e.landing_rel());
+        let p = base.join(landing);
         let ok = fs::symlink_metadata(&p)
             .map(|m| m.is_file() && m.len() == e.size)
             .unwrap_or(false)

@@ -85,6 +85,64 @@ fn hidden(rel: &str) -> bool {
     rel.split('/').any(|c| c.starts_with('.'))
 }
 
+/// `name` with `.conflict-N` before its extension, as the client names the
+/// second of two different files that land under one name.
+pub fn conflict_variant(landing_rel: &str, n: u32) -> String {
+    let (dir, name) = landing_rel
+        .rsplit_once('/')
+        .map_or(("", landing_rel), |(d, n)| (d, n));
+    let renamed = match name.rfind('.') {
+        Some(i) if i > 0 => format!("{}.conflict-{n}{}", &name[..i], &name[i..]),
+        _ => format!("{name}.conflict-{n}"),
+    };
+    if dir.is_empty() {
+        renamed
+    } else {
+        format!("{dir}/{renamed}")
+    }
+}
+
+/// Where each manifest file must be, relative to `base`: its landing path;
+/// for k files that share one (the same name in two session folders), the
+/// k places `name`, `name.conflict-1`, ... `name.conflict-(k-1)`, each
+/// matched to the file whose bytes it holds (the order they land in is
+/// the pipeline's, not the test's).
+pub fn landing_places<'a>(
+    base: &Path,
+    manifest: &'a [ManifestEntry],
+) -> BTreeMap<String, &'a ManifestEntry> {
+    let mut groups: BTreeMap<String, Vec<&ManifestEntry>> = BTreeMap::new();
+    for e in manifest {
+        groups.entry(e.landing_rel()).or_default().push(e);
+    }
+    let mut out = BTreeMap::new();
+    for (landing, group) in groups {
+        if group.len() == 1 {
+            out.insert(landing, group[0]);
+            continue;
+        }
+        let places: Vec<String> = std::iter::once(landing.clone())
+            .chain((1..group.len() as u32).map(|n| conflict_variant(&landing, n)))
+            .collect();
+        let mut left: Vec<&ManifestEntry> = group.clone();
+        let mut free = Vec::new();
+        for place in places {
+            let p = base.join(&place);
+            let sha = p.is_file().then(|| sha256_file(&p));
+            match left.iter().position(|e| Some(&e.sha256) == sha.as_ref()) {
+                Some(i) => {
+                    out.insert(place, left.remove(i));
+                }
+                None => free.push(place),
+            }
+        }
+        for (place, e) in free.into_iter().zip(left) {
+            out.insert(place, e);
+        }
+    }
+    out
+}
+
 /// Assert every `manifest` file landed exactly once at
 /// `<data_dir>/<intersection>/<element>/<file name>` (or
 /// `<data_dir>/<intersection>/<file name>` when its element is None),
@@ -93,17 +151,7 @@ fn hidden(rel: &str) -> bool {
 /// Manifest files named with a leading '.' (e.g. `...`) are still checked.
 pub fn assert_landed(data_dir: &Path, intersection: &str, manifest: &[ManifestEntry]) {
     let base = data_dir.join(intersection);
-    let mut expected: BTreeMap<String, &ManifestEntry> = BTreeMap::new();
-    for e in manifest {
-        if let Some(prev) = expected.insert(e.landing_rel(), e) {
-            panic!(
-                "assert_landed: {:?} and {:?} both land at {:?}; the test data must not collide",
-                prev.rel,
-                e.rel,
-                e.landing_rel()
-            );
-        }
-    }
+    let expected = landing_places(&base, manifest);
     let mut problems = Vec::new();
     for (landing, e) in &expected {
         let p = base.join(landing);

@@ -39,7 +39,10 @@ pub use faults::{
     Finished, Row, Running, Tally, Tmpfs, campaign_seed, campaign_table_path, failwrite_shim,
     partial_files, record, run_with_env, tally_landed, trials,
 };
-pub use local::{assert_landed, sha256_bytes, sha256_file, walk_all, walk_files};
+pub use local::{
+    assert_landed, conflict_variant, landing_places, sha256_bytes, sha256_file, walk_all,
+    walk_files,
+};
 pub use net::{BlackHole, CutProxy, ProxyOptions, Trickle, closed_port};
 pub use remote::{DEFAULT_AGE, DEFAULT_COPROC_NAME, HostileEntries, ManifestEntry, RemoteTree};
 pub use sshd::{SSHD_BIN, Sshd, SshdOptions, free_port};

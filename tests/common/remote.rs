@@ -263,6 +263,37 @@ impl RemoteTree {
         self.add_file(rel, &pseudo_random_bytes(seed, size))
     }
 
+    /// Two files of one name, size and mtime but different bytes in two
+    /// session folders, as when a session is sent again under another
+    /// folder name: `<session>/<name>` and `<session>-resent/<name>`.
+    /// Returns both; they land as `<name>` and `<name-stem>.conflict-1.<ext>`.
+    pub fn add_twins(&mut self, session: &str, name: &str, size: usize) -> [ManifestEntry; 2] {
+        let first = format!("{session}/{name}");
+        let second = format!("{session}-resent/{name}");
+        let a = self.add_random_file(&first, size);
+        let mut bytes = fs::read(self.path(&first)).expect("read the first twin");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x5a;
+        let b = self.add_file(&second, &bytes);
+        let mtime = fs::metadata(self.path(&first))
+            .and_then(|m| m.modified())
+            .expect("mtime of the first twin")
+            .duration_since(UNIX_EPOCH)
+            .expect("time");
+        let ts = TimeSpec::from(mtime);
+        utimensat(
+            AT_FDCWD,
+            &self.path(&second),
+            &ts,
+            &ts,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .expect("utimensat");
+        self.pinned.insert(second);
+        assert_ne!(a.sha256, b.sha256);
+        [a, b]
+    }
+
     /// A directory (and parents) under archive/.
     pub fn add_dir(&mut self, rel: &str) {
         let p = self.path(rel);
