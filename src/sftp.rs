@@ -1018,6 +1018,24 @@ mod tests {
     }
 
     #[test]
+    fn the_fuzz_seeds_are_valid_answers() {
+        // Seeds that fail to parse would start the fuzzer outside the body
+        // parsers (tests/fuzz/make-sftp-seeds writes them).
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fuzz/seeds/sftp_response"
+        );
+        let mut kinds = std::collections::HashSet::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let (_, answer) = parse_packet(&std::fs::read(&path).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            kinds.insert(std::mem::discriminant(&answer));
+        }
+        assert_eq!(kinds.len(), 5, "one seed of each answer type");
+    }
+
+    #[test]
     fn truncated_input_is_an_error_not_a_panic() {
         let b = attrs_bytes(1, 2, 3);
         for cut in 0..b.len() {
