@@ -16,6 +16,12 @@
 //!   this intersection, keep its remote data".
 //! - Secrets never appear in an error: they live in
 //!   [`crate::secret::Secret`], whose `Display` and `Debug` print `***`.
+//! - A panic is a bug, and a bug in one intersection must not cost the
+//!   others their pass: `pass` catches a panic per intersection and the
+//!   commit threads per file, and either becomes an "internal error" that
+//!   stops that intersection with its remote data kept. Panic messages are
+//!   ours (format strings in this crate, never a secret's value), so they
+//!   may go to the journal and the state file as they are.
 
 /// What an error means for the intersection being worked on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,4 +36,34 @@ pub enum Disposition {
     /// Going on cannot help this pass (host key, authentication, local disk
     /// full or failing): stop the intersection, keep its remote data.
     StopIntersection,
+}
+
+/// The message of a caught panic, for the report and the journal.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "unknown panic payload"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_messages_of_literals_and_formatted_strings_and_others() {
+        let caught = |f: fn()| std::panic::catch_unwind(f).unwrap_err();
+        assert_eq!(panic_message(caught(|| panic!("plain")).as_ref()), "plain");
+        assert_eq!(
+            panic_message(caught(|| panic!("formatted {}", 42)).as_ref()),
+            "formatted 42"
+        );
+        assert_eq!(
+            panic_message(caught(|| std::panic::panic_any(7u8)).as_ref()),
+            "unknown panic payload"
+        );
+    }
 }

@@ -85,6 +85,10 @@ pub enum LandingError {
         "{path:?} is being written by another download of this pass (the server listed one file twice?); not landed this time"
     )]
     Busy { path: PathBuf },
+    #[error(
+        "internal error while committing {path:?}: {message} (a bug, please report it); the remote copy is kept"
+    )]
+    Internal { path: PathBuf, message: String },
 }
 
 impl LandingError {
@@ -114,7 +118,9 @@ impl LandingError {
     /// remote copy stays for the next pass, and the other files go on.
     pub fn disposition(&self) -> Disposition {
         match self {
-            LandingError::DiskFull { .. } => Disposition::StopIntersection,
+            LandingError::DiskFull { .. } | LandingError::Internal { .. } => {
+                Disposition::StopIntersection
+            }
             LandingError::Io { source, .. } => match source.raw_os_error() {
                 Some(libc::EIO | libc::EROFS | libc::ENOMEM | libc::EUCLEAN) => {
                     Disposition::StopIntersection
@@ -675,38 +681,92 @@ impl Partial {
 /// file overlap the network transfer of the next ones. What a worker returns
 /// is the same [`Landed`] proof; the caller still deletes nothing before it
 /// has one. Dropping the pool waits for commits under way.
+///
+/// A commit that panics (a bug) comes back as [`LandingError::Internal`]
+/// for its file, which stops the intersection with the remote copy kept. A
+/// worker that dies all the same (a panic outside the catch, say in
+/// dropping the panic's payload) sends nothing, so [`CommitPool::wait_done`]
+/// does not wait on the channel alone: see there.
 pub struct CommitPool {
     jobs: Option<mpsc::Sender<(usize, Partial)>>,
     done: mpsc::Receiver<(usize, Result<Landed, LandingError>)>,
-    workers: Vec<thread::JoinHandle<()>>,
+    workers: Vec<Worker>,
     /// Results of commits done on the caller's thread (no worker available).
     inline: Vec<(usize, Result<Landed, LandingError>)>,
-    pending: usize,
+    /// Submitted and not yet collected, with each file's landing path (to
+    /// name it should its worker die).
+    pending: HashMap<usize, PathBuf>,
+    /// How often `wait_done` looks for dead workers; see there.
+    check_every: Duration,
+    /// The commit itself: [`Partial::commit`] but in tests.
+    commit: fn(Partial) -> Result<Landed, LandingError>,
 }
 
+struct Worker {
+    thread: thread::JoinHandle<()>,
+    /// The key of the commit it works on, [`IDLE`] between two.
+    busy: Arc<AtomicUsize>,
+}
+
+/// No key: keys are job numbers, far below.
+const IDLE: usize = usize::MAX;
+/// The longest `wait_done` waits before looking at the workers again.
+const DEATH_CHECK: Duration = Duration::from_millis(100);
+
 impl CommitPool {
-    /// `threads` workers (at least one).
-    pub fn new(threads: usize) -> CommitPool {
+    /// `threads` workers (at least one). A worker that dies with a commit
+    /// pending is noticed by [`CommitPool::wait_done`] within `death_bound`
+    /// (and within 100 ms at most).
+    pub fn new(threads: usize, death_bound: Duration) -> CommitPool {
+        CommitPool::with_commit(threads, death_bound, Partial::commit)
+    }
+
+    fn with_commit(
+        threads: usize,
+        death_bound: Duration,
+        commit: fn(Partial) -> Result<Landed, LandingError>,
+    ) -> CommitPool {
         let (jobs_tx, jobs_rx) = mpsc::channel::<(usize, Partial)>();
         let (done_tx, done) = mpsc::channel();
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+        let tag = crate::fault::Tag::current();
         let mut workers = Vec::new();
         for _ in 0..threads.max(1) {
-            let (rx, tx) = (jobs_rx.clone(), done_tx.clone());
+            let (rx, tx, tag) = (jobs_rx.clone(), done_tx.clone(), tag.clone());
+            let busy = Arc::new(AtomicUsize::new(IDLE));
+            let mark = busy.clone();
             let spawned = thread::Builder::new().name("commit".into()).spawn(move || {
+                tag.adopt();
                 loop {
+                    // Marked busy before the queue is unlocked: from then on
+                    // the job is this worker's, and so is its death.
                     let next = match rx.lock() {
-                        Ok(guard) => guard.recv(),
+                        Ok(guard) => guard
+                            .recv()
+                            .inspect(|(key, _)| mark.store(*key, Ordering::SeqCst)),
                         Err(_) => return,
                     };
                     let Ok((key, partial)) = next else { return };
-                    if tx.send((key, partial.commit())).is_err() {
+                    let path = partial.dir.join(&partial.name);
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        crate::fault::point("commit");
+                        commit(partial)
+                    }))
+                    .unwrap_or_else(|payload| {
+                        Err(LandingError::Internal {
+                            path,
+                            message: crate::error::panic_message(payload.as_ref()).to_string(),
+                        })
+                    });
+                    let sent = tx.send((key, result));
+                    mark.store(IDLE, Ordering::SeqCst);
+                    if sent.is_err() {
                         return;
                     }
                 }
             });
-            if let Ok(w) = spawned {
-                workers.push(w);
+            if let Ok(thread) = spawned {
+                workers.push(Worker { thread, busy });
             }
         }
         CommitPool {
@@ -714,52 +774,110 @@ impl CommitPool {
             done,
             workers,
             inline: Vec::new(),
-            pending: 0,
+            pending: HashMap::new(),
+            check_every: death_bound.clamp(Duration::from_millis(1), DEATH_CHECK),
+            commit,
         }
     }
 
     /// Queues `partial` for commit; its result comes back with `key`.
     pub fn submit(&mut self, key: usize, partial: Partial) {
+        self.pending.insert(key, partial.dir.join(&partial.name));
         let Some(jobs) = self.jobs.as_ref().filter(|_| !self.workers.is_empty()) else {
             // No worker could be started: commit here and now.
-            let r = partial.commit();
-            self.pending += 1;
-            self.inline.push((key, r));
+            self.inline.push((key, (self.commit)(partial)));
             return;
         };
-        match jobs.send((key, partial)) {
-            Ok(()) => self.pending += 1,
-            Err(mpsc::SendError((key, partial))) => {
-                self.pending += 1;
-                self.inline.push((key, partial.commit()));
-            }
+        if let Err(mpsc::SendError((key, partial))) = jobs.send((key, partial)) {
+            self.inline.push((key, (self.commit)(partial)));
         }
     }
 
     /// Commits submitted and not yet collected.
     pub fn pending(&self) -> usize {
-        self.pending
+        self.pending.len()
     }
 
     /// A finished commit, if there is one.
     pub fn try_done(&mut self) -> Option<(usize, Result<Landed, LandingError>)> {
-        let r = self.inline.pop().or_else(|| self.done.try_recv().ok());
-        if r.is_some() {
-            self.pending -= 1;
+        loop {
+            let r = match self.inline.pop() {
+                Some(r) => r,
+                None => self.done.try_recv().ok()?,
+            };
+            if let Some(r) = self.collect(r) {
+                return Some(r);
+            }
         }
-        r
     }
 
     /// Waits for the next finished commit; `None` when none is pending.
+    ///
+    /// Not bounded by a timeout: a healthy commit of a big file to a slow
+    /// disk (the fsync of a GiB) may take longer than any `io_timeout`, and
+    /// failing it would stop a healthy intersection. What cannot finish is
+    /// a commit whose worker is dead, so that is what ends the wait: every
+    /// `check_every` (the death bound given to [`CommitPool::new`], at most
+    /// 100 ms) the workers are looked at, and a dead one that held a commit,
+    /// or all of them dead with commits still queued, turns into an
+    /// [`LandingError::Internal`] for that file. A commit that finishes
+    /// after all is then ignored (the intersection has stopped by then).
     pub fn wait_done(&mut self) -> Option<(usize, Result<Landed, LandingError>)> {
-        if self.pending == 0 {
-            return None;
+        loop {
+            if self.pending.is_empty() {
+                return None;
+            }
+            if let Some(r) = self.try_done() {
+                return Some(r);
+            }
+            let all_gone = match self.done.recv_timeout(self.check_every) {
+                Ok(r) => match self.collect(r) {
+                    Some(r) => return Some(r),
+                    None => continue,
+                },
+                Err(mpsc::RecvTimeoutError::Timeout) => false,
+                // No sender left: nothing will ever arrive.
+                Err(mpsc::RecvTimeoutError::Disconnected) => true,
+            };
+            if let Some(key) = self.lost(all_gone) {
+                // What a worker sent just before it died comes first.
+                if let Some(r) = self.try_done() {
+                    return Some(r);
+                }
+                let path = self.pending.get(&key).cloned().unwrap_or_default();
+                let err = LandingError::Internal {
+                    path,
+                    message: "its commit thread ended without a result".into(),
+                };
+                return self.collect((key, Err(err)));
+            }
         }
-        let r = self.inline.pop().or_else(|| self.done.recv().ok());
-        if r.is_some() {
-            self.pending -= 1;
+    }
+
+    /// A pending commit that no worker will finish, if there is one.
+    fn lost(&self, all_gone: bool) -> Option<usize> {
+        let dead = || self.workers.iter().filter(|w| w.thread.is_finished());
+        if let Some(key) = dead()
+            .map(|w| w.busy.load(Ordering::SeqCst))
+            .find(|k| self.pending.contains_key(k))
+        {
+            return Some(key);
         }
-        r
+        let all_dead = all_gone || dead().count() == self.workers.len();
+        if all_dead {
+            // Queued behind them: nobody is left to take them.
+            return self.pending.keys().min().copied();
+        }
+        None
+    }
+
+    /// Takes a result off the pending list; `None` for one already given
+    /// up on in [`CommitPool::wait_done`].
+    fn collect(
+        &mut self,
+        (key, result): (usize, Result<Landed, LandingError>),
+    ) -> Option<(usize, Result<Landed, LandingError>)> {
+        self.pending.remove(&key).map(|_| (key, result))
     }
 }
 
@@ -767,7 +885,7 @@ impl Drop for CommitPool {
     fn drop(&mut self) {
         drop(self.jobs.take());
         for w in self.workers.drain(..) {
-            let _ = w.join();
+            let _ = w.thread.join();
         }
     }
 }
@@ -1294,6 +1412,116 @@ mod tests {
         ));
         assert!(!tmp.path().join("f").exists());
         assert_eq!(err.disposition(), Disposition::SkipFile);
+    }
+
+    /// A partial of `name` holding all of `data`, ready to commit.
+    fn ready(dir: &Path, name: &str, data: &[u8]) -> Partial {
+        let id = Identity {
+            size: data.len() as u64,
+            mtime: 1,
+        };
+        let mut p = Lander::new()
+            .open(dir, os(name), format!("/r/{name}").as_bytes(), id)
+            .unwrap();
+        p.write(data).unwrap();
+        p
+    }
+
+    /// Runs `f` on a thread of its own; fails the test if it takes longer
+    /// than `limit` (a hang would otherwise hang the whole test run).
+    fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(limit)
+            .unwrap_or_else(|e| panic!("not done within {limit:?} ({e}; a panic is shown above)"))
+    }
+
+    /// Panics for files named `panic*`, dies for good for `die*` (its panic
+    /// payload panics again when the worker drops it), commits the others.
+    fn faulty_commit(p: Partial) -> Result<Landed, LandingError> {
+        struct Bomb;
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                panic!("the payload's drop panics too");
+            }
+        }
+        let name = p.name.to_string_lossy().into_owned();
+        if name.starts_with("panic") {
+            panic!("injected panic in {name}");
+        }
+        if name.starts_with("die") {
+            std::panic::panic_any(Bomb);
+        }
+        if name.starts_with("slow") {
+            thread::sleep(Duration::from_millis(300));
+        }
+        p.commit()
+    }
+
+    #[test]
+    fn a_commit_that_panics_is_an_internal_error_for_its_file_and_the_others_land() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let results = within(Duration::from_secs(10), move || {
+            let mut pool = CommitPool::with_commit(2, Duration::from_secs(60), faulty_commit);
+            pool.submit(0, ready(&dir, "a.csv", b"a"));
+            pool.submit(1, ready(&dir, "panic.csv", b"p"));
+            pool.submit(2, ready(&dir, "b.csv", b"b"));
+            let mut out: Vec<_> = std::iter::from_fn(|| pool.wait_done()).collect();
+            out.sort_by_key(|(k, _)| *k);
+            (out, dir)
+        });
+        let (results, dir) = results;
+        assert_eq!(results.len(), 3);
+        assert!(results[0].1.is_ok() && results[2].1.is_ok(), "{results:?}");
+        let err = results[1].1.as_ref().unwrap_err();
+        assert!(
+            matches!(err, LandingError::Internal { path, .. } if *path == dir.join("panic.csv")),
+            "{err:?}"
+        );
+        assert_eq!(err.disposition(), Disposition::StopIntersection);
+        let text = err.to_string();
+        assert!(text.contains("injected panic in panic.csv"), "{text}");
+        assert!(text.contains("a bug, please report it"), "{text}");
+        assert!(!dir.join("panic.csv").exists());
+        assert_eq!(fs::read(dir.join("b.csv")).unwrap(), b"b");
+    }
+
+    #[test]
+    fn a_commit_thread_that_dies_anyway_fails_its_file_and_those_queued_behind_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let (results, elapsed) = within(Duration::from_secs(10), move || {
+            let mut pool = CommitPool::with_commit(1, Duration::from_millis(50), faulty_commit);
+            pool.submit(7, ready(&dir, "die.csv", b"d"));
+            pool.submit(8, ready(&dir, "queued.csv", b"q"));
+            let t0 = std::time::Instant::now();
+            let out: Vec<_> = std::iter::from_fn(|| pool.wait_done()).collect();
+            assert_eq!(pool.pending(), 0);
+            (out, t0.elapsed())
+        });
+        assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+        let keys: Vec<usize> = results.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, [7, 8]);
+        for (_, r) in &results {
+            let err = r.as_ref().unwrap_err();
+            assert!(matches!(err, LandingError::Internal { .. }), "{err:?}");
+            assert!(err.to_string().contains("ended without a result"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_commit_slower_than_the_death_bound_is_waited_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let r = within(Duration::from_secs(10), move || {
+            let mut pool = CommitPool::with_commit(1, Duration::from_millis(10), faulty_commit);
+            pool.submit(0, ready(&dir, "slow.csv", b"s"));
+            pool.wait_done()
+        });
+        let (key, landed) = r.unwrap();
+        assert_eq!(key, 0);
+        assert_eq!(landed.unwrap().bytes, 1);
     }
 
     #[test]

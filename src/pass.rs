@@ -11,6 +11,13 @@
 //! a peer that trickles a byte per timeout defeats per-call timeouts. The
 //! same watchdog turns a cancellation (SIGTERM) into an immediate stop: the
 //! current download stays as a partial file and resumes next pass.
+//!
+//! A panic (a bug) in one intersection's work is caught around that
+//! intersection ([`run_guarded`]): it ends `failed` with an "internal
+//! error" and its remote data kept, while the others finish, so the pass
+//! still writes its state file and metrics and exits 1. The default panic
+//! hook has printed the message to stderr (the journal) by then; it is
+//! ours, never a secret (see [`crate::error`]).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -23,7 +30,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Intersection};
-use crate::error::Disposition;
+use crate::error::{Disposition, panic_message};
+use crate::fault;
 use crate::known_hosts::KnownHosts;
 use crate::landing::{self, Lander};
 use crate::pipeline::{Ctx, Engine, Stop};
@@ -95,7 +103,7 @@ pub fn run(
                     let Some(ix) = intersections.get(i) else {
                         break;
                     };
-                    let report = IntersectionRun::new(config, known, ix, control, &progress).run();
+                    let report = run_guarded(config, known, ix, control, &progress);
                     progress.intersections_done.fetch_add(1, Ordering::SeqCst);
                     (control.on_progress)(&progress);
                     if let Ok(mut r) = results.lock() {
@@ -157,6 +165,35 @@ impl IntersectionReport {
     }
 }
 
+/// One intersection's run, a panic in it (a bug) caught: the intersection
+/// fails with what its report held so far (files already landed and
+/// removed stay counted) and the message, and the pass goes on. Nothing
+/// more is deleted: the panic unwinds out of the pipeline before its next
+/// remove request, and dropping the pipeline only finishes local commits.
+fn run_guarded(
+    config: &Config,
+    known: &KnownHosts,
+    ix: &Intersection,
+    control: &Control,
+    progress: &Progress,
+) -> IntersectionReport {
+    fault::Tag::set(&ix.name);
+    let mut run = IntersectionRun::new(config, known, ix, control, progress);
+    // Unwind safety: after a panic only the report is used, plain data
+    // that is whole between any two statements.
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run.run())) {
+        let why = format!(
+            "internal error (a bug, please report it): {}",
+            panic_message(payload.as_ref())
+        );
+        error!(intersection = %ix.name, "{why}; its remote data is kept");
+        run.report.outcome = Outcome::Failed;
+        run.report.errors.push(why);
+        run.finish();
+    }
+    run.report
+}
+
 struct IntersectionRun<'a> {
     config: &'a Config,
     known: &'a KnownHosts,
@@ -167,6 +204,7 @@ struct IntersectionRun<'a> {
     lander: Lander,
     data_root: PathBuf,
     watchdog: Watchdog,
+    clock: Instant,
 }
 
 impl<'a> IntersectionRun<'a> {
@@ -190,11 +228,12 @@ impl<'a> IntersectionRun<'a> {
                 Instant::now() + config.transfer.intersection_deadline,
                 control.cancel.clone(),
             ),
+            clock: Instant::now(),
         }
     }
 
-    fn run(mut self) -> IntersectionReport {
-        let clock = Instant::now();
+    /// Runs the intersection; the outcome is in `self.report`.
+    fn run(&mut self) {
         let name = self.ix.name.clone();
         info!(intersection = %name, host = %self.ix.host, "starting");
         let t = &self.config.transfer;
@@ -255,10 +294,16 @@ impl<'a> IntersectionRun<'a> {
                 self.report.errors.push(why);
             }
         }
+        self.finish();
+    }
+
+    /// Settles the report's outcome and duration, and logs the summary.
+    fn finish(&mut self) {
+        let name = &self.ix.name;
         if self.report.outcome == Outcome::Ok && !self.report.errors.is_empty() {
             self.report.outcome = Outcome::Failed;
         }
-        self.report.seconds = clock.elapsed().as_secs_f64();
+        self.report.seconds = self.clock.elapsed().as_secs_f64();
         if self.report.outcome == Outcome::Ok {
             self.report.last_success = Some(self.report.started);
         }
@@ -273,7 +318,6 @@ impl<'a> IntersectionRun<'a> {
             errors = r.errors.len(),
             "summary"
         );
-        self.report
     }
 
     fn deadline_stop(&self) -> Stop {

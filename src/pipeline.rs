@@ -319,7 +319,7 @@ impl<'a, 'c> Engine<'a, 'c> {
             active: HashMap::new(),
             next_slot: 0,
             inflight: 0,
-            commits: CommitPool::new(COMMIT_THREADS),
+            commits: CommitPool::new(COMMIT_THREADS, ctx.config.transfer.io_timeout),
             resumed: HashMap::new(),
             listed: 0,
             seen: HashSet::new(),

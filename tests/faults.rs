@@ -299,6 +299,136 @@ fn killed_between_last_file_and_folder_removal_rerun_removes_it_and_loses_nothin
     });
 }
 
+/// A pass over three intersections in which intersection "b" panics the
+/// `n`-th time one of its threads reaches crash point `point`
+/// (`V2X_FAULT_PANIC_AT`, `V2X_FAULT_INTERSECTION`), checked, then rerun
+/// without the fault. `said` is what b's report must say. Returns the
+/// figures and the longest panicking pass.
+fn panic_trials(
+    sshd: &Sshd,
+    point: &str,
+    said: &str,
+    seed: u64,
+    nths: &[usize],
+) -> (Tally, Duration) {
+    let mut tally = Tally::default();
+    let mut longest = Duration::ZERO;
+    for (k, &n) in nths.iter().enumerate() {
+        let base = seed + 10 * k as u64;
+        let trees = vec![mixed_tree(base), mixed_tree(base + 1), mixed_tree(base + 2)];
+        let mut client = client_for(sshd, &trees);
+        client.set("io_timeout = \"5s\"");
+        let spec = format!("{point}:{n}");
+        let context = format!("V2X_FAULT_PANIC_AT={spec} in b");
+        let env = [
+            ("V2X_FAULT_PANIC_AT", spec.as_str()),
+            ("V2X_FAULT_INTERSECTION", "b"),
+        ];
+        let f = run_with_env(&client, &env, LIMIT);
+        assert_eq!(f.code(), Some(1), "{context}\n{}", f.stderr);
+        // No timeout is waited out: a hang would show here (or as LIMIT).
+        assert!(
+            f.elapsed < Duration::from_secs(20),
+            "{context}: {:?}",
+            f.elapsed
+        );
+        longest = longest.max(f.elapsed);
+        // The panic hook's line and ours, in the journal.
+        assert!(
+            f.stderr
+                .contains(&format!("fault injection: panic at crash point {point:?}")),
+            "{context}\n{}",
+            f.stderr
+        );
+        assert!(f.stderr.contains(said), "{context}\n{}", f.stderr);
+        // The state file was written and names b as failed, by a bug.
+        let b = client.ix_state("b");
+        assert_eq!(b["outcome"], "failed", "{context}: {b}");
+        assert!(
+            b["errors"].as_array().is_some_and(|e| e
+                .iter()
+                .any(|e| e.as_str().is_some_and(|e| e.contains(said)))),
+            "{context}: {b}"
+        );
+        // The others landed everything in the same pass.
+        for i in [0, 2] {
+            let name = ix_name(i);
+            assert_eq!(client.ix_state(&name)["outcome"], "ok", "{context}: {name}");
+            let got = tally_landed(&client.data_dir(), &name, &trees[i].manifest());
+            assert_eq!((got.lost, got.duplicated), (0, 0), "{context}: {name}");
+            assert_landed(&client.data_dir(), &name, &trees[i].manifest());
+            assert!(trees[i].remaining_files().is_empty(), "{context}: {name}");
+        }
+        // b deleted nothing that did not land, and kept the rest.
+        check_nothing_lost(&client, &trees, &context);
+        let removed = trees[1].manifest().len() - trees[1].remaining_files().len();
+        assert!(removed < trees[1].manifest().len(), "{context}");
+        assert!(
+            b["files"].as_u64().unwrap() <= removed as u64,
+            "{context}: {b}"
+        );
+        if point == "before-commit" {
+            // Only files past the crash point before the panic can be gone.
+            assert!(removed < n, "{context}: {removed} removed");
+        }
+        assert_eq!(rerun_until_ok(&client, 1, &context), 1);
+        tally += check_complete(&client, &trees, &context);
+    }
+    (tally, longest)
+}
+
+/// Issue 10.2: a panic (a bug) on the thread working for one intersection
+/// fails that intersection alone: the others land everything, the state
+/// file is written, the exit status is 1, and nothing of it is lost.
+/// Regression: the panic went through `thread::scope` and took the whole
+/// pass with it (no summary, no state file, no metrics).
+#[test]
+fn a_panic_in_one_intersections_worker_fails_only_that_intersection() {
+    let sshd = Sshd::start_default();
+    let nths = [1, 4];
+    let (tally, longest) = panic_trials(
+        &sshd,
+        "before-commit",
+        "internal error (a bug, please report it)",
+        1100,
+        &nths,
+    );
+    record(Row {
+        fault: "10.2a. panic on one intersection's worker (before-commit, files 1 and 4), 3 intersections".into(),
+        trials: nths.len() as u64,
+        tally,
+        note: format!(
+            "only that intersection failed (internal error), state file written, exit 1, each pass within {:.1} s; the rerun landed all",
+            longest.as_secs_f64()
+        ),
+    });
+}
+
+/// Issue 10.2: a panic in a commit thread fails its file's intersection
+/// alone, at once. Regression: the pipeline waited for that commit's
+/// result forever.
+#[test]
+fn a_panic_in_a_commit_thread_fails_only_its_intersection_and_does_not_hang() {
+    let sshd = Sshd::start_default();
+    let nths = [1, 4];
+    let (tally, longest) = panic_trials(
+        &sshd,
+        "commit",
+        "internal error while committing",
+        1200,
+        &nths,
+    );
+    record(Row {
+        fault: "10.2b. panic in a commit thread (commits 1 and 4), 3 intersections".into(),
+        trials: nths.len() as u64,
+        tally,
+        note: format!(
+            "only that intersection failed (internal error), state file written, exit 1, each pass within {:.1} s; the rerun landed all",
+            longest.as_secs_f64()
+        ),
+    });
+}
+
 /// A site reached through a proxy at `port` (host keys of `sshd` trusted there).
 fn proxied(client: &mut Client, name: &str, sshd: &Sshd, tree: &RemoteTree, port: u16) {
     let via = std::net::SocketAddr::from(([127, 0, 0, 1], port));

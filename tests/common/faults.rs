@@ -66,6 +66,8 @@ impl Running {
             .env_remove("JOURNAL_STREAM")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("V2X_FAULT_KILL_AT")
+            .env_remove("V2X_FAULT_PANIC_AT")
+            .env_remove("V2X_FAULT_INTERSECTION")
             .env_remove("LD_PRELOAD")
             .stdin(Stdio::null())
             .stdout(File::create(&out).expect("stdout file"))
