@@ -55,10 +55,13 @@ fuzz_target!(|data: &[u8]| {
     let folder = dir();
     let size = data.len() as u64;
     let mut lander = Lander::new();
+    let mut remote = b"/v2x/archive/session/".to_vec();
+    remote.extend_from_slice(data);
     let partial = lander
         .open(
             folder,
             name,
+            &remote,
             Identity {
                 size,
                 mtime: size * 7,
@@ -72,5 +75,6 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert!(entries[0].as_bytes().starts_with(b"."), "{entries:?}");
     assert!(entries[0].as_bytes().ends_with(b".part"), "{entries:?}");
+    assert!(entries[0].len() <= 255, "{entries:?}");
     partial.discard();
 });
