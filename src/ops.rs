@@ -5,7 +5,6 @@
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::{Config, Intersection};
 use crate::known_hosts::KnownHosts;
@@ -15,13 +14,6 @@ use crate::trust::{self, Confirm};
 
 const EXIT_OK: u8 = 0;
 const EXIT_FAILED: u8 = 1;
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// `run --dry-run`: connects and lists like a pass, prints what it would
 /// land where and delete, and changes nothing ([`crate::plan`]). Exit 0
@@ -131,7 +123,7 @@ pub fn render_plan(plans: &[Plan]) -> String {
 /// `status`: the table (or `--json`); exit 0 only when every configured
 /// intersection's last pass ended ok and none is stale.
 pub fn status(config: &Config, json: bool) -> u8 {
-    let now = now();
+    let now = crate::pipeline::unix_now();
     let names: Vec<String> = config
         .intersections
         .iter()

@@ -144,7 +144,7 @@ impl IntersectionReport {
             name: ix.name.clone(),
             host: ix.host.clone(),
             outcome: Outcome::Ok,
-            started: unix(SystemTime::now()),
+            started: crate::pipeline::unix_now(),
             seconds: 0.0,
             files: 0,
             bytes: 0,

@@ -689,12 +689,10 @@ impl<'a, 'c> Engine<'a, 'c> {
         };
         let id = job.identity();
         let path = self.job_path(j);
-        let partial = match self.lander.open(
-            &target_dir,
-            OsStr::from_bytes(&self.jobs[j].name),
-            path.as_os_str().as_bytes(),
-            id,
-        ) {
+        let partial = match self
+            .lander
+            .open(&target_dir, name, path.as_os_str().as_bytes(), id)
+        {
             Ok(p) => p,
             Err(e) => return self.local_failure(j, e),
         };

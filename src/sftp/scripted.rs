@@ -21,14 +21,12 @@ use super::{Attrs, NameEntry, Response, SftpError, Wire, status};
 
 const FILE: u32 = 0o100_644;
 const DIR: u32 = 0o040_755;
-const LINK: u32 = 0o120_777;
 
 /// One remote entry.
 #[derive(Debug, Clone)]
 pub enum Node {
     Dir { mtime: u32 },
     File { data: Vec<u8>, mtime: u32 },
-    Symlink,
 }
 
 /// What the server does wrong. Paths are full remote paths.
@@ -68,16 +66,22 @@ pub struct Generated {
 }
 
 enum Handle {
-    Dir {
-        path: Vec<u8>,
+    Dir(Listing),
+    File { path: Vec<u8> },
+}
+
+/// What READDIR on one folder handle answers, decided at OPENDIR.
+enum Listing {
+    /// Names as stored; `ends` counts the EOFs sent.
+    Stored {
         names: Vec<NameEntry>,
         next: usize,
-        /// Position in a generated or endless listing.
-        counter: u64,
+        ends: u32,
     },
-    File {
-        path: Vec<u8>,
-    },
+    /// `total` generated names (`s{n}` folders at the top, files below).
+    Generated { top: bool, total: u64, next: u64 },
+    /// New names forever.
+    Endless { next: u64 },
 }
 
 enum Req {
@@ -151,8 +155,7 @@ impl Scripted {
 
     /// Adds a file (and its folders) with an mtime a day ago.
     pub fn file(&mut self, path: &str, data: &[u8]) -> &mut Self {
-        let mtime = (crate::pipeline::unix_now() - 86_400) as u32;
-        self.file_at(path, data, mtime)
+        self.file_at(path, data, a_day_ago())
     }
 
     pub fn file_at(&mut self, path: &str, data: &[u8], mtime: u32) -> &mut Self {
@@ -169,11 +172,6 @@ impl Scripted {
         self
     }
 
-    pub fn symlink(&mut self, path: &str) -> &mut Self {
-        self.nodes.insert(path.as_bytes().to_vec(), Node::Symlink);
-        self
-    }
-
     pub fn generate(&mut self, g: Generated) -> &mut Self {
         let path = String::from_utf8_lossy(&g.path).into_owned();
         self.dir(&path);
@@ -187,7 +185,7 @@ impl Scripted {
         self
     }
 
-    /// What is left on the server: files and symlinks, by path.
+    /// The files left on the server, by path.
     pub fn remaining_files(&self) -> Vec<String> {
         self.nodes
             .iter()
@@ -248,11 +246,6 @@ impl Scripted {
                 perm: Some(FILE),
                 mtime: Some(*mtime),
             },
-            Node::Symlink => Attrs {
-                size: Some(11),
-                perm: Some(LINK),
-                mtime: Some(1_600_000_000),
-            },
         }
     }
 
@@ -270,119 +263,106 @@ impl Scripted {
             .collect()
     }
 
-    /// The generated folder a path is, or is in: (top, folder number).
-    fn generated_at(&self, path: &[u8]) -> Option<(bool, Option<u64>)> {
+    /// Whether `path` is the generated folder (`Some(true)`) or one of the
+    /// folders generated in it (`Some(false)`).
+    fn generated_at(&self, path: &[u8]) -> Option<bool> {
         let g = self.generated.as_ref()?;
         if path == g.path.as_slice() {
-            return Some((true, None));
+            return Some(true);
         }
         let rest = path.strip_prefix(g.path.as_slice())?.strip_prefix(b"/s")?;
         let n: u64 = std::str::from_utf8(rest).ok()?.parse().ok()?;
-        (n < g.folders).then_some((false, Some(n)))
+        (n < g.folders).then_some(false)
+    }
+
+    /// The listing a folder handle will give, or `None` for no folder.
+    fn listing(&self, path: &[u8]) -> Option<Listing> {
+        if self.faults.endless.contains(path) {
+            return Some(Listing::Endless { next: 0 });
+        }
+        if let (Some(g), Some(top)) = (&self.generated, self.generated_at(path)) {
+            let total = if top { g.folders } else { g.files };
+            return Some(Listing::Generated {
+                top,
+                total,
+                next: 0,
+            });
+        }
+        matches!(self.nodes.get(path), Some(Node::Dir { .. })).then(|| Listing::Stored {
+            names: self.children(path),
+            next: 0,
+            ends: 0,
+        })
     }
 
     fn next_names(&mut self, handle: &[u8]) -> Response {
-        let dup = self.faults.duplicate_names;
-        let after_eof = self.faults.names_after_eof;
-        let mtime = (crate::pipeline::unix_now() - 86_400) as u32;
-        let generated = self.generated.clone();
-        let endless = {
-            let Some(Handle::Dir { path, .. }) = self.handles.get(handle) else {
-                return bad_handle();
-            };
-            self.faults.endless.contains(path)
-        };
-        let at = match self.handles.get(handle) {
-            Some(Handle::Dir { path, .. }) => self.generated_at(path),
-            _ => None,
-        };
-        let Some(Handle::Dir {
-            names,
-            next,
-            counter,
-            ..
-        }) = self.handles.get_mut(handle)
-        else {
+        let (dup, after_eof) = (self.faults.duplicate_names, self.faults.names_after_eof);
+        let Some(Handle::Dir(listing)) = self.handles.get_mut(handle) else {
             return bad_handle();
         };
-        let mut out = Vec::new();
-        if endless {
-            for _ in 0..100 {
-                *counter += 1;
-                out.push(NameEntry {
-                    name: format!("never-ending-{:012}.csv", *counter).into_bytes(),
-                    attrs: Attrs {
-                        size: Some(1),
-                        perm: Some(FILE),
-                        mtime: Some(mtime),
-                    },
-                });
+        let generated = |name: String, perm: u32| NameEntry {
+            name: name.into_bytes(),
+            attrs: Attrs {
+                size: Some(1),
+                perm: Some(perm),
+                mtime: Some(a_day_ago()),
+            },
+        };
+        match listing {
+            Listing::Endless { next } => Response::Name(
+                (0..100)
+                    .map(|_| {
+                        *next += 1;
+                        generated(format!("never-ending-{:012}.csv", *next), FILE)
+                    })
+                    .collect(),
+            ),
+            Listing::Generated { top, total, next } => {
+                if *next >= *total {
+                    return eof();
+                }
+                let end = (*next + 100).min(*total);
+                let out = (*next..end)
+                    .map(|n| match top {
+                        true => generated(format!("s{n}"), DIR),
+                        false => generated(format!("X_spatLog_{n:08}.csv"), FILE),
+                    })
+                    .collect();
+                *next = end;
+                Response::Name(out)
             }
-            return Response::Name(out);
+            Listing::Stored { names, next, ends } => {
+                if *next >= names.len() {
+                    // With `names_after_eof` the answer after the first end
+                    // lists the folder once more.
+                    *ends += 1;
+                    if after_eof && *ends == 2 {
+                        return Response::Name(names.clone());
+                    }
+                    return eof();
+                }
+                let end = (*next + 3).min(names.len());
+                let mut out = Vec::new();
+                for e in &names[*next..end] {
+                    out.push(e.clone());
+                    if dup {
+                        out.push(e.clone());
+                    }
+                }
+                *next = end;
+                Response::Name(out)
+            }
         }
-        if let (Some(g), Some((top, _))) = (generated, at) {
-            let total = if top { g.folders } else { g.files };
-            if *counter >= total {
-                return eof();
-            }
-            while *counter < total && out.len() < 100 {
-                let (name, perm) = if top {
-                    (format!("s{}", *counter), DIR)
-                } else {
-                    (format!("X_spatLog_{:08}.csv", *counter), FILE)
-                };
-                out.push(NameEntry {
-                    name: name.into_bytes(),
-                    attrs: Attrs {
-                        size: Some(1),
-                        perm: Some(perm),
-                        mtime: Some(mtime),
-                    },
-                });
-                *counter += 1;
-            }
-            return Response::Name(out);
-        }
-        if *next >= names.len() {
-            // `counter` counts the ends sent; with `names_after_eof` the
-            // answer after the first end lists the folder once more.
-            *counter += 1;
-            if after_eof && *counter == 2 {
-                return Response::Name(names.clone());
-            }
-            return eof();
-        }
-        let end = (*next + 3).min(names.len());
-        for e in &names[*next..end] {
-            out.push(e.clone());
-            if dup {
-                out.push(e.clone());
-            }
-        }
-        *next = end;
-        Response::Name(out)
     }
 
     fn answer(&mut self, req: Req) -> Response {
         match req {
             Req::OpenDir(path) => {
                 self.log.push(format!("OPENDIR {}", show(&path)));
-                let known = matches!(self.nodes.get(&path), Some(Node::Dir { .. }))
-                    || self.generated_at(&path).is_some();
-                if !known {
-                    return status_answer(status::NO_SUCH_FILE, "No such file");
+                match self.listing(&path) {
+                    Some(l) => Response::Handle(self.new_handle(Handle::Dir(l))),
+                    None => status_answer(status::NO_SUCH_FILE, "No such file"),
                 }
-                let names = if self.generated_at(&path).is_some() {
-                    Vec::new()
-                } else {
-                    self.children(&path)
-                };
-                Response::Handle(self.new_handle(Handle::Dir {
-                    path,
-                    names,
-                    next: 0,
-                    counter: 0,
-                }))
             }
             Req::ReadDir(h) => {
                 self.log.push("READDIR".into());
@@ -401,7 +381,7 @@ impl Scripted {
                     c.store(true, Ordering::SeqCst);
                 }
                 let parent = &path[..path.iter().rposition(|&b| b == b'/').unwrap_or(0)];
-                let generated = matches!(self.generated_at(parent), Some((false, Some(_))));
+                let generated = self.generated_at(parent) == Some(false);
                 match self.nodes.get(&path) {
                     Some(Node::File { .. }) => {
                         Response::Handle(self.new_handle(Handle::File { path }))
@@ -446,7 +426,7 @@ impl Scripted {
                     None => Response::Attrs(Attrs {
                         size: Some(1),
                         perm: Some(FILE),
-                        mtime: Some((crate::pipeline::unix_now() - 86_400) as u32),
+                        mtime: Some(a_day_ago()),
                     }),
                 }
             }
@@ -497,6 +477,11 @@ impl Scripted {
             ));
         }
     }
+}
+
+/// The mtime of a closed session: a day before now.
+fn a_day_ago() -> u32 {
+    crate::pipeline::unix_now().saturating_sub(86_400) as u32
 }
 
 fn holds_file_with(dir: &Path, data: &[u8]) -> bool {

@@ -149,6 +149,8 @@ pub fn landing_places<'a>(
 /// byte-identical, and that nothing else is under `<data_dir>/<intersection>`
 /// except paths with a component starting with '.' (temp files, state).
 /// Manifest files named with a leading '.' (e.g. `...`) are still checked.
+/// Files that share a landing path (twins) are found by content at that
+/// path and its `.conflict-N` variants ([`landing_places`]).
 pub fn assert_landed(data_dir: &Path, intersection: &str, manifest: &[ManifestEntry]) {
     let base = data_dir.join(intersection);
     let expected = landing_places(&base, manifest);
