@@ -78,6 +78,11 @@ pub struct IntersectionReport {
     /// left to the link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<f64>,
+    /// What ended the intersection early, as a short stable name
+    /// (`deadline`, `host-key`, `disk-space`, ...; the message is in
+    /// `errors`), for scripts and alert rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -369,6 +374,7 @@ mod tests {
             errors: vec![],
             last_success: last,
             rtt_ms: None,
+            stopped_by: None,
         }
     }
 
