@@ -89,7 +89,15 @@ pub fn command(cli: &Cli, only: &[String], dry_run: bool) -> Result<Exit, Exit> 
         exit.code()
     ));
     if let Some(path) = &config.metrics_textfile
-        && let Err(e) = metrics::write(path, &run_report)
+        && let Err(e) = metrics::write(
+            path,
+            &run_report,
+            report::Limits {
+                stale_after: config.stale_after,
+                no_data_after: config.no_data_after,
+            },
+            crate::common::clock::unix_now(),
+        )
     {
         error!("{e}");
     }

@@ -7,7 +7,8 @@ use crate::config;
 use crate::report::{self, StateError};
 
 /// `status`: the table (or `--json`); exit 0 only when every configured
-/// intersection's last pass ended ok and none is stale.
+/// intersection's last pass ended ok and none is stale or without data
+/// (NO DATA: passes succeed, nothing lands; its collector has stopped).
 pub fn status(config_path: &Path, json: bool) -> Exit {
     // Only the config: `status` reads the state file and never connects,
     // so a known_hosts problem is not its concern.
@@ -36,12 +37,16 @@ pub fn status(config_path: &Path, json: bool) -> Exit {
             return Exit::Failed;
         }
     };
-    let rows = report::status_rows(report.as_ref(), &names, config.stale_after, now);
+    let limits = report::Limits {
+        stale_after: config.stale_after,
+        no_data_after: config.no_data_after,
+    };
+    let rows = report::status_rows(report.as_ref(), &names, limits, now);
     if json {
         let Some(report) = &report else {
             return Exit::Failed;
         };
-        let value = report::status_json(report, &rows, config.stale_after, now);
+        let value = report::status_json(report, &rows, limits, now);
         match serde_json::to_string_pretty(&value) {
             Ok(s) => println!("{s}"),
             Err(e) => {
@@ -52,7 +57,7 @@ pub fn status(config_path: &Path, json: bool) -> Exit {
     } else {
         print!(
             "{}",
-            report::render_table(report.as_ref(), &rows, config.stale_after, now)
+            report::render_table(report.as_ref(), &rows, limits, now)
         );
     }
     if report::status_ok(&rows) {

@@ -72,6 +72,8 @@ pub(crate) struct Draft {
     pub transfer: TransferDraft,
     pub intersections: Option<Item<Vec<IntersectionDraft>>>,
     pub stale_after: Option<Item<String>>,
+    pub no_data_after: Option<Item<String>>,
+    pub remote_min_free: Option<Item<SizeInput>>,
     pub metrics_textfile: Option<Item<PathBuf>>,
 }
 
@@ -88,6 +90,8 @@ impl Draft {
             transfer: TransferDraft::default(),
             intersections: None,
             stale_after: None,
+            no_data_after: None,
+            remote_min_free: None,
             metrics_textfile: None,
         }
     }
@@ -104,6 +108,9 @@ pub(crate) struct TransferDraft {
     pub min_age: Option<Item<String>>,
     pub min_free_space: Option<Item<SizeInput>>,
     pub max_listed_entries: Option<Item<i64>>,
+    pub end_time: Option<Item<String>>,
+    pub max_rate: Option<Item<SizeInput>>,
+    pub max_rate_total: Option<Item<SizeInput>>,
 }
 
 pub(crate) struct IntersectionDraft {
@@ -121,6 +128,7 @@ pub(crate) struct IntersectionDraft {
     pub passphrase_file: Option<Item<PathBuf>>,
     pub v2x_data_location: Option<Item<String>>,
     pub compression: Option<Item<bool>>,
+    pub max_rate: Option<Item<SizeInput>>,
 }
 
 impl IntersectionDraft {
@@ -138,6 +146,7 @@ impl IntersectionDraft {
             passphrase_file: None,
             v2x_data_location: None,
             compression: None,
+            max_rate: None,
         }
     }
 

@@ -64,6 +64,12 @@ pub struct Config {
     pub intersections: Vec<Intersection>,
     /// `status` flags an intersection whose last success is older than this.
     pub stale_after: Duration,
+    /// `status` flags an intersection whose passes succeed but that has
+    /// landed no file for longer than this (a collector that stopped).
+    pub no_data_after: Duration,
+    /// A pass warns, and the alert rules fire, when a coprocessor's
+    /// `v2x_data_location` filesystem has less free than this.
+    pub remote_min_free: RemoteMinFree,
     /// Prometheus node_exporter textfile written after every pass, if set.
     pub metrics_textfile: Option<PathBuf>,
 }
@@ -71,6 +77,40 @@ pub struct Config {
 /// Default of `status.stale_after`: a nightly pass that failed once is not
 /// stale yet, one that failed twice in a row is.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(36 * 3600);
+/// Default of `status.no_data_after`: a collector that recorded nothing
+/// for a night and a half has stopped, not had a quiet night.
+pub const DEFAULT_NO_DATA_AFTER: Duration = Duration::from_secs(36 * 3600);
+
+/// `status.remote_min_free`: a share of the coprocessor's filesystem, or bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RemoteMinFree {
+    /// Percent of the filesystem's size (0 to 100).
+    Percent(f64),
+    Bytes(u64),
+}
+
+impl RemoteMinFree {
+    /// The free bytes below which a filesystem of `total` bytes is low.
+    pub fn threshold(self, total: u64) -> u64 {
+        match self {
+            RemoteMinFree::Percent(p) => (total as f64 * p / 100.0) as u64,
+            RemoteMinFree::Bytes(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Display for RemoteMinFree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RemoteMinFree::Percent(p) => write!(f, "{p}%"),
+            RemoteMinFree::Bytes(b) => f.write_str(&crate::common::text::human_bytes(*b)),
+        }
+    }
+}
+
+/// Default of `status.remote_min_free`: the share of a coprocessor's disk
+/// below which it is about to stop recording.
+pub const DEFAULT_REMOTE_MIN_FREE: RemoteMinFree = RemoteMinFree::Percent(10.0);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StartTime {
@@ -101,6 +141,15 @@ pub struct Transfer {
     /// Names one pass lists in one intersection's `archive/` at most: a
     /// listing that never ends must not grow the process without bound.
     pub max_listed_entries: u64,
+    /// The local time of day after which no new file is started
+    /// ([`crate::transfer::window`]); `None`: no window.
+    pub end_time: Option<StartTime>,
+    /// File bytes per second one intersection reads at most, unless its
+    /// own `max_rate` says otherwise; `None`: no cap.
+    pub max_rate: Option<u64>,
+    /// File bytes per second the whole pass reads at most, all
+    /// intersections together; `None`: no cap.
+    pub max_rate_total: Option<u64>,
 }
 
 /// A generous bound: a year of MMITSS sessions is some ten thousand files,
@@ -119,6 +168,9 @@ impl Default for Transfer {
             min_age: Duration::from_secs(120),
             min_free_bytes: 1 << 30,
             max_listed_entries: DEFAULT_MAX_LISTED_ENTRIES,
+            end_time: None,
+            max_rate: None,
+            max_rate_total: None,
         }
     }
 }
@@ -136,6 +188,9 @@ pub struct Intersection {
     /// SSH zlib compression: `Some` as configured, `None` to decide per
     /// connection from the link's latency ([`crate::ssh::session`]).
     pub compression: Option<bool>,
+    /// File bytes per second this intersection reads at most: its own
+    /// `max_rate`, else `transfer.max_rate`; `None`: no cap.
+    pub max_rate: Option<u64>,
 }
 
 /// Exactly one way to authenticate. Files are read when connecting, so an

@@ -81,6 +81,14 @@ retry_backoff = "1m"
 min_age = "0s"
 min_free_space = "500MB"
 max_listed_entries = 50000
+end_time = "05:30"
+max_rate = "2MiB/s"
+max_rate_total = "80Mbit/s"
+
+[status]
+stale_after = "2d"
+no_data_after = "3d"
+remote_min_free = "5%"
 
 [[intersections]]
 name = "a"
@@ -90,6 +98,7 @@ username = "u1"
 password = "p"
 v2x_data_location = "/v/a"
 compression = true
+max_rate = 65536
 
 [[intersections]]
 name = "b"
@@ -132,8 +141,17 @@ v2x_data_location = "/v/c"
             min_age: Duration::ZERO,
             min_free_bytes: 500_000_000,
             max_listed_entries: 50_000,
+            end_time: Some(StartTime {
+                hour: 5,
+                minute: 30
+            }),
+            max_rate: Some(2 << 20),
+            max_rate_total: Some(10_000_000),
         }
     );
+    assert_eq!(c.stale_after, Duration::from_secs(2 * 86400));
+    assert_eq!(c.no_data_after, Duration::from_secs(3 * 86400));
+    assert_eq!(c.remote_min_free, RemoteMinFree::Percent(5.0));
     let [a, b, cc] = c.intersections.as_slice() else {
         panic!("three intersections")
     };
@@ -150,11 +168,75 @@ v2x_data_location = "/v/c"
     assert_eq!(a.v2x_data_location, "/v/a");
     assert_eq!(a.compression, Some(true));
     assert_eq!((b.port, b.compression), (22, None));
+    // Its own cap, or the [transfer] default.
+    assert_eq!((a.max_rate, b.max_rate), (Some(65536), Some(2 << 20)));
     assert!(matches!(&b.auth, Auth::PasswordFile(p) if p == Path::new("/etc/v2x/b.pw")));
     assert!(
         matches!(&cc.auth, Auth::PrivateKey { path, passphrase_file: Some(pp) }
         if path == Path::new("/etc/v2x/c.key") && pp == Path::new("/etc/v2x/c.pass"))
     );
+}
+
+#[test]
+fn window_rate_and_status_keys_are_checked_with_key_and_line() {
+    let f = Fixture::new();
+    let c = f.load(MINIMAL).config;
+    assert_eq!(c.transfer.end_time, None);
+    assert_eq!(
+        (c.transfer.max_rate, c.transfer.max_rate_total),
+        (None, None)
+    );
+    assert_eq!(c.intersections[0].max_rate, None);
+    assert_eq!(c.no_data_after, DEFAULT_NO_DATA_AFTER);
+    assert_eq!(c.remote_min_free, RemoteMinFree::Percent(10.0));
+    for (rate, want) in [
+        ("\"1MiB/s\"", 1 << 20),
+        ("\"500KB/s\"", 500_000),
+        ("\"8Mbit/s\"", 1_000_000),
+        ("\"1.5 MiB/s\"", 3 << 19),
+        ("4096", 4096),
+    ] {
+        let c = f
+            .load(&format!("{MINIMAL}\n[transfer]\nmax_rate = {rate}\n"))
+            .config;
+        assert_eq!(c.transfer.max_rate, Some(want), "{rate}");
+        assert_eq!(c.intersections[0].max_rate, Some(want), "{rate}");
+    }
+    for bad in [
+        "\"1MiB\"",
+        "\"fast/s\"",
+        "\"10B/s\"",
+        "0",
+        "-5",
+        "\"1MiB/h\"",
+    ] {
+        let e = f.errors(&format!("{MINIMAL}\n[transfer]\nmax_rate_total = {bad}\n"));
+        let e = find(&e, "transfer.max_rate_total");
+        assert!(e.line.is_some(), "{bad}: {e}");
+        assert!(
+            e.message.contains("rate") || e.message.contains("per second"),
+            "{bad}: {e}"
+        );
+    }
+    for bad in ["\"25:00\"", "\"5\"", "\"05:3\"", "\"dawn\""] {
+        let e = f.errors(&format!("{MINIMAL}\n[transfer]\nend_time = {bad}\n"));
+        let e = find(&e, "transfer.end_time");
+        assert!(e.message.contains("HH:MM"), "{bad}: {e}");
+    }
+    for bad in ["\"110%\"", "\"lots\"", "-1"] {
+        let e = f.errors(&format!("{MINIMAL}\n[status]\nremote_min_free = {bad}\n"));
+        find(&e, "status.remote_min_free");
+    }
+    let c = f
+        .load(&format!(
+            "{MINIMAL}\n[status]\nremote_min_free = \"2GiB\"\n"
+        ))
+        .config;
+    assert_eq!(c.remote_min_free, RemoteMinFree::Bytes(2 << 30));
+    let e = f.errors(&format!("{MINIMAL}\n[status]\nno_data_after = \"0s\"\n"));
+    assert!(find(&e, "status.no_data_after").message.contains("NO DATA"));
+    let e = f.errors(&format!("{MINIMAL}\n[status]\nno_data_afterr = \"1d\"\n"));
+    assert!(!e.is_empty(), "a misspelt key is an error");
 }
 
 #[test]

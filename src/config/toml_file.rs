@@ -39,6 +39,8 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawStatus {
     pub stale_after: Option<Spanned<String>>,
+    pub no_data_after: Option<Spanned<String>>,
+    pub remote_min_free: Option<Spanned<RawSize>>,
 }
 
 #[derive(Deserialize)]
@@ -53,6 +55,9 @@ pub struct RawTransfer {
     pub min_age: Option<Spanned<String>>,
     pub min_free_space: Option<Spanned<RawSize>>,
     pub max_listed_entries: Option<Spanned<i64>>,
+    pub end_time: Option<Spanned<String>>,
+    pub max_rate: Option<Spanned<RawSize>>,
+    pub max_rate_total: Option<Spanned<RawSize>>,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +89,7 @@ pub struct RawIntersection {
     #[serde(rename = "v2x-data_location")]
     pub v2x_data_location_legacy: Option<Spanned<String>>,
     pub compression: Option<Spanned<bool>>,
+    pub max_rate: Option<Spanned<RawSize>>,
 }
 
 /// Parses TOML text into the shared draft; a syntax, type or unknown-key
@@ -197,6 +203,15 @@ impl Converter<'_> {
         Item::new(PathBuf::from(item.value), item.key, item.line)
     }
 
+    fn size(&self, s: Spanned<RawSize>, key: impl Into<String>) -> Item<SizeInput> {
+        let item = self.item(s, key);
+        let value = match item.value {
+            RawSize::Bytes(n) => SizeInput::Bytes(n),
+            RawSize::Text(s) => SizeInput::Text(s),
+        };
+        Item::new(value, item.key, item.line)
+    }
+
     fn draft(&self, raw: RawConfig) -> Draft {
         let mut d = Draft::new(Format::Toml);
         d.data_directory = raw.data_directory.map(|s| self.path(s, "data_directory"));
@@ -220,10 +235,14 @@ impl Converter<'_> {
             .metrics_textfile
             .map(|s| self.path(s, "metrics_textfile"));
         if let Some(st) = raw.status {
-            d.stale_after = st
-                .into_inner()
-                .stale_after
-                .map(|s| self.item(s, "status.stale_after"));
+            let st = st.into_inner();
+            d.stale_after = st.stale_after.map(|s| self.item(s, "status.stale_after"));
+            d.no_data_after = st
+                .no_data_after
+                .map(|s| self.item(s, "status.no_data_after"));
+            d.remote_min_free = st
+                .remote_min_free
+                .map(|s| self.size(s, "status.remote_min_free"));
         }
         if let Some(t) = raw.transfer {
             let t = t.into_inner();
@@ -245,14 +264,14 @@ impl Converter<'_> {
                 max_listed_entries: t
                     .max_listed_entries
                     .map(|s| self.item(s, key("max_listed_entries"))),
-                min_free_space: t.min_free_space.map(|s| {
-                    let item = self.item(s, key("min_free_space"));
-                    let value = match item.value {
-                        RawSize::Bytes(n) => SizeInput::Bytes(n),
-                        RawSize::Text(s) => SizeInput::Text(s),
-                    };
-                    Item::new(value, item.key, item.line)
-                }),
+                min_free_space: t
+                    .min_free_space
+                    .map(|s| self.size(s, key("min_free_space"))),
+                end_time: t.end_time.map(|s| self.item(s, key("end_time"))),
+                max_rate: t.max_rate.map(|s| self.size(s, key("max_rate"))),
+                max_rate_total: t
+                    .max_rate_total
+                    .map(|s| self.size(s, key("max_rate_total"))),
             };
         }
         d.intersections = raw.intersections.map(|list| {
@@ -317,6 +336,7 @@ impl Converter<'_> {
         d.compression = raw
             .compression
             .map(|s| self.item(s, d.field("compression")));
+        d.max_rate = raw.max_rate.map(|s| self.size(s, d.field("max_rate")));
         d
     }
 

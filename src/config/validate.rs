@@ -73,7 +73,7 @@ pub(crate) fn validate(
         Some(item) => start_time(&mut r, item).map(Some),
     };
     let transfer = transfer(&mut r, &draft.transfer);
-    let intersections = intersections(&mut r, format, &draft.intersections);
+    let intersections = intersections(&mut r, format, &draft.intersections, transfer.max_rate);
     let known_hosts = known_hosts(&mut r, &draft, checks);
     let stale_after = match &draft.stale_after {
         None => Some(DEFAULT_STALE_AFTER),
@@ -84,6 +84,20 @@ pub(crate) fn validate(
             MAX_MIN_AGE,
             "every intersection would always be stale",
         ),
+    };
+    let no_data_after = match &draft.no_data_after {
+        None => Some(DEFAULT_NO_DATA_AFTER),
+        Some(item) => duration(
+            &mut r,
+            item,
+            false,
+            MAX_MIN_AGE,
+            "every intersection would always show NO DATA",
+        ),
+    };
+    let remote_min_free = match &draft.remote_min_free {
+        None => Some(DEFAULT_REMOTE_MIN_FREE),
+        Some(item) => remote_min_free(&mut r, item),
     };
     let metrics_textfile = match &draft.metrics_textfile {
         None => Some(None),
@@ -104,6 +118,8 @@ pub(crate) fn validate(
         intersections,
         stale_after,
         metrics_textfile,
+        no_data_after,
+        remote_min_free,
     ) {
         (
             Some(data_directory),
@@ -114,6 +130,8 @@ pub(crate) fn validate(
             Some(intersections),
             Some(stale_after),
             Some(metrics_textfile),
+            Some(no_data_after),
+            Some(remote_min_free),
         ) => Ok(Config {
             source: file.to_path_buf(),
             data_directory,
@@ -125,6 +143,8 @@ pub(crate) fn validate(
             intersections,
             stale_after,
             metrics_textfile,
+            no_data_after,
+            remote_min_free,
         }),
         // Every `None` above comes with an error, so this is unreachable;
         // still, never hand out a half-validated config.
@@ -300,18 +320,23 @@ fn elements(r: &mut Report<'_>, item: &Item<Vec<Item<String>>>) -> Option<Vec<St
     ok.then(|| item.value.iter().map(|e| e.value.clone()).collect())
 }
 
+/// `"HH:MM"` on the 24-hour clock.
+fn time_of_day(text: &str) -> Option<StartTime> {
+    text.split_once(':').and_then(|(h, m)| {
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !(digits(h) && h.len() <= 2 && digits(m) && m.len() == 2) {
+            return None;
+        }
+        let hour: u8 = h.parse().ok()?;
+        let minute: u8 = m.parse().ok()?;
+        (hour <= 23 && minute <= 59).then_some(StartTime { hour, minute })
+    })
+}
+
 fn start_time(r: &mut Report<'_>, item: &Item<StartInput>) -> Option<StartTime> {
     match &item.value {
         StartInput::Text(text) => {
-            let parsed = text.split_once(':').and_then(|(h, m)| {
-                let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-                if !(digits(h) && h.len() <= 2 && digits(m) && m.len() == 2) {
-                    return None;
-                }
-                let hour: u8 = h.parse().ok()?;
-                let minute: u8 = m.parse().ok()?;
-                (hour <= 23 && minute <= 59).then_some(StartTime { hour, minute })
-            });
+            let parsed = time_of_day(text);
             if parsed.is_none() {
                 r.at(
                     item,
@@ -555,6 +580,25 @@ fn transfer(r: &mut Report<'_>, t: &TransferDraft) -> Transfer {
     {
         out.max_listed_entries = v as u64;
     }
+    if let Some(item) = &t.end_time {
+        match time_of_day(&item.value) {
+            Some(t) => out.end_time = Some(t),
+            None => r.at(
+                item,
+                format!(
+                    "{:?} is not a time of day; write \"HH:MM\" on the 24-hour clock in the \
+                     server's local time, e.g. \"05:30\": no file is started after it",
+                    item.value
+                ),
+            ),
+        }
+    }
+    if let Some(item) = &t.max_rate {
+        out.max_rate = rate(r, item);
+    }
+    if let Some(item) = &t.max_rate_total {
+        out.max_rate_total = rate(r, item);
+    }
     if let Some(item) = &t.min_free_space {
         let parsed = match &item.value {
             SizeInput::Bytes(n) => u64::try_from(*n).map_err(|_| "negative".to_string()),
@@ -572,6 +616,85 @@ fn transfer(r: &mut Report<'_>, t: &TransferDraft) -> Transfer {
         }
     }
     out
+}
+
+/// Slower than this a night moves almost nothing: a slip of the unit
+/// ("1KB/s" for "1MB/s"), not a wish.
+const MIN_RATE: u64 = 1024;
+
+/// A bandwidth cap: a whole number of bytes per second, or a size per
+/// second such as `"2MiB/s"`, `"500KB/s"` or, as links are sold, `"8Mbit/s"`.
+pub(crate) fn parse_rate(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let Some(size) = text.strip_suffix("/s") else {
+        return Err("no \"/s\"".into());
+    };
+    let size = size.trim();
+    let lower = size.to_ascii_lowercase();
+    if let Some(bits) = lower.strip_suffix("bit") {
+        // "8Mbit": the size parser's decimal units, then bits to bytes.
+        let bytes = parse_size(&format!("{bits}B"))?;
+        return Ok(bytes / 8);
+    }
+    parse_size(size)
+}
+
+fn rate(r: &mut Report<'_>, item: &Item<SizeInput>) -> Option<u64> {
+    let parsed = match &item.value {
+        SizeInput::Bytes(n) => u64::try_from(*n).map_err(|_| "negative".to_string()),
+        SizeInput::Text(s) => parse_rate(s),
+    };
+    match parsed {
+        Ok(v) if v >= MIN_RATE => Some(v),
+        Ok(v) => {
+            r.at(
+                item,
+                format!(
+                    "{v} bytes per second is below the least allowed, 1KiB/s: a night would \
+                     move almost nothing; leave the key out for no cap"
+                ),
+            );
+            None
+        }
+        Err(why) => {
+            r.at(
+                item,
+                format!(
+                    "is not a rate ({why}); write a size per second such as \"2MiB/s\", \
+                     \"500KB/s\" or \"8Mbit/s\", or a whole number of bytes per second"
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn remote_min_free(r: &mut Report<'_>, item: &Item<SizeInput>) -> Option<RemoteMinFree> {
+    let parsed = match &item.value {
+        SizeInput::Bytes(n) => u64::try_from(*n)
+            .map(RemoteMinFree::Bytes)
+            .map_err(|_| "negative".to_string()),
+        SizeInput::Text(s) => match s.trim().strip_suffix('%') {
+            Some(p) => match p.trim().parse::<f64>() {
+                Ok(p) if (0.0..=100.0).contains(&p) => Ok(RemoteMinFree::Percent(p)),
+                _ => Err(format!("{p:?} is not a percentage from 0 to 100")),
+            },
+            None => parse_size(s).map(RemoteMinFree::Bytes),
+        },
+    };
+    match parsed {
+        Ok(v) => Some(v),
+        Err(why) => {
+            r.at(
+                item,
+                format!(
+                    "is not a share or a size ({why}); write a percentage of the \
+                     coprocessor's filesystem such as \"10%\", or a size such as \"2GiB\""
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// A required key of an intersection, or an error naming it.
@@ -597,6 +720,7 @@ fn intersections(
     r: &mut Report<'_>,
     format: Format,
     list: &Option<Item<Vec<IntersectionDraft>>>,
+    default_rate: Option<u64>,
 ) -> Option<Vec<Intersection>> {
     let how = match format {
         Format::Toml => {
@@ -741,17 +865,29 @@ fn intersections(
             Some(item) => Some(item.value.clone()),
         };
         let compression = d.compression.as_ref().map(|c| c.value);
-        match (name, host, port, username, auth, location) {
-            (Some(name), Some(host), Some(port), Some(username), Some(auth), Some(location)) => out
-                .push(Intersection {
-                    name,
-                    host,
-                    port,
-                    username,
-                    auth,
-                    v2x_data_location: location,
-                    compression,
-                }),
+        let max_rate = match &d.max_rate {
+            None => Some(default_rate),
+            Some(item) => rate(r, item).map(Some),
+        };
+        match (name, host, port, username, auth, location, max_rate) {
+            (
+                Some(name),
+                Some(host),
+                Some(port),
+                Some(username),
+                Some(auth),
+                Some(location),
+                Some(max_rate),
+            ) => out.push(Intersection {
+                name,
+                host,
+                port,
+                username,
+                auth,
+                v2x_data_location: location,
+                compression,
+                max_rate,
+            }),
             _ => all_ok = false,
         }
     }

@@ -54,6 +54,76 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// What `archive/` still held after the pass: every listed file not
+/// removed (deferred, failed, too young), as the last connected attempt
+/// listed it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backlog {
+    pub files: u64,
+    pub bytes: u64,
+    /// Unix seconds: the modification time of the oldest file left.
+    pub oldest_mtime: Option<u64>,
+    /// False when the listing was cut short (then these are lower bounds).
+    pub complete: bool,
+}
+
+/// What the transfer window (`transfer.end_time`) left for the next pass:
+/// files not started, or stopped with their prefix kept to resume.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deferred {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// The coprocessor's free space (`statvfs@openssh.com` of its
+/// `v2x_data_location`), or why it is unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteSpace {
+    /// Bytes available to unprivileged users (`df`'s "Avail").
+    pub free_bytes: Option<u64>,
+    /// The filesystem's size.
+    pub size_bytes: Option<u64>,
+    /// Unix seconds of the measurement.
+    pub measured: Option<u64>,
+    /// `status.remote_min_free` in bytes for this filesystem, at the pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_free_bytes: Option<u64>,
+    /// Why there is no measurement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown: Option<String>,
+}
+
+impl RemoteSpace {
+    pub fn measured(free: u64, size: u64, at: u64) -> RemoteSpace {
+        RemoteSpace {
+            free_bytes: Some(free),
+            size_bytes: Some(size),
+            measured: Some(at),
+            ..RemoteSpace::default()
+        }
+    }
+
+    /// The server did not advertise `statvfs@openssh.com`.
+    pub fn unsupported() -> RemoteSpace {
+        RemoteSpace::failed(
+            "the coprocessor's SFTP server does not offer statvfs@openssh.com (OpenSSH's \
+             sftp-server and internal-sftp do); its free space cannot be watched from here",
+        )
+    }
+
+    pub fn failed(why: &str) -> RemoteSpace {
+        RemoteSpace {
+            unknown: Some(why.to_string()),
+            ..RemoteSpace::default()
+        }
+    }
+
+    /// Below `status.remote_min_free` at the pass.
+    pub fn low(&self) -> bool {
+        matches!((self.free_bytes, self.min_free_bytes), (Some(f), Some(m)) if f < m)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IntersectionReport {
     pub name: String,
@@ -83,6 +153,25 @@ pub struct IntersectionReport {
     /// `errors`), for scripts and alert rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_by: Option<String>,
+    /// File bytes read from the coprocessor in this pass (resumed and
+    /// partial files included): what the link carried, before SSH.
+    #[serde(default)]
+    pub read_bytes: u64,
+    /// Unix seconds of the last pass (this or an earlier one) that landed
+    /// at least one file; `None`: none yet.
+    #[serde(default)]
+    pub last_data: Option<u64>,
+    /// Unix seconds of the first pass this state file knows of for the
+    /// intersection: a collector that never sent anything is judged from it.
+    #[serde(default)]
+    pub first_pass: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<Backlog>,
+    /// Set when the transfer window closed during this pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<Deferred>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_space: Option<RemoteSpace>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,19 +190,27 @@ impl RunReport {
     }
 
     /// Carries `last_success` over from the previous report for
-    /// intersections that did not succeed this time.
+    /// intersections that did not succeed this time, `last_data` for
+    /// those that landed nothing, and `first_pass` always.
     pub fn inherit_last_success(&mut self, previous: &RunReport) {
-        let before: BTreeMap<&str, Option<u64>> = previous
+        let before: BTreeMap<&str, &IntersectionReport> = previous
             .intersections
             .iter()
-            .map(|i| (i.name.as_str(), i.last_success))
+            .map(|i| (i.name.as_str(), i))
             .collect();
         for ix in &mut self.intersections {
-            if ix.outcome != Outcome::Ok
-                && let Some(Some(t)) = before.get(ix.name.as_str())
-            {
-                ix.last_success = Some(*t);
+            let Some(old) = before.get(ix.name.as_str()) else {
+                continue;
+            };
+            if ix.outcome != Outcome::Ok && old.last_success.is_some() {
+                ix.last_success = old.last_success;
             }
+            if ix.last_data.is_none() {
+                ix.last_data = old.last_data;
+            }
+            // Reports from before `first_pass` existed: their pass is the earliest known.
+            let old_first = old.first_pass.unwrap_or(old.started);
+            ix.first_pass = Some(ix.first_pass.map_or(old_first, |f| f.min(old_first)));
         }
     }
 
@@ -145,6 +242,27 @@ pub struct StatusRow {
     pub last: Option<IntersectionReport>,
     /// No success within `status.stale_after` (or never).
     pub stale: bool,
+    /// Its passes succeed, but no file landed within `status.no_data_after`.
+    pub no_data: bool,
+}
+
+/// How old is too old, from `[status]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub stale_after: Duration,
+    pub no_data_after: Duration,
+}
+
+/// Whether an intersection whose last pass ended ok has landed nothing
+/// for longer than `no_data_after`: since its last landed file, or, if
+/// none ever landed, since the first pass known. A failing intersection
+/// is STALE instead, not NO DATA: nothing can land while it fails.
+pub fn no_data(ix: &IntersectionReport, no_data_after: Duration, now: u64) -> bool {
+    if ix.outcome != Outcome::Ok {
+        return false;
+    }
+    let since = ix.last_data.or(ix.first_pass).unwrap_or(ix.started);
+    now.saturating_sub(since) > no_data_after.as_secs()
 }
 
 /// The `status` rows, in config order. An intersection is stale when its
@@ -152,7 +270,7 @@ pub struct StatusRow {
 pub fn status_rows(
     report: Option<&RunReport>,
     configured: &[String],
-    stale_after: Duration,
+    limits: Limits,
     now: u64,
 ) -> Vec<StatusRow> {
     configured
@@ -162,23 +280,28 @@ pub fn status_rows(
                 .and_then(|r| r.intersections.iter().find(|i| &i.name == name))
                 .cloned();
             let stale = match last.as_ref().and_then(|l| l.last_success) {
-                Some(t) => now.saturating_sub(t) > stale_after.as_secs(),
+                Some(t) => now.saturating_sub(t) > limits.stale_after.as_secs(),
                 None => true,
             };
+            let no_data = last
+                .as_ref()
+                .is_some_and(|l| no_data(l, limits.no_data_after, now));
             StatusRow {
                 name: name.clone(),
                 last,
                 stale,
+                no_data,
             }
         })
         .collect()
 }
 
 /// Whether `status` exits 0: every configured intersection's last pass
-/// ended ok and none is stale.
+/// ended ok, and none is stale or without data.
 pub fn status_ok(rows: &[StatusRow]) -> bool {
-    rows.iter()
-        .all(|r| !r.stale && r.last.as_ref().is_some_and(|l| l.outcome == Outcome::Ok))
+    rows.iter().all(|r| {
+        !r.stale && !r.no_data && r.last.as_ref().is_some_and(|l| l.outcome == Outcome::Ok)
+    })
 }
 
 /// `status --json`: the state file's report, each intersection with
@@ -187,7 +310,7 @@ pub fn status_ok(rows: &[StatusRow]) -> bool {
 pub fn status_json(
     report: &RunReport,
     rows: &[StatusRow],
-    stale_after: Duration,
+    limits: Limits,
     now: u64,
 ) -> serde_json::Value {
     let mut value = serde_json::to_value(report).unwrap_or(serde_json::Value::Null);
@@ -206,15 +329,37 @@ pub fn status_json(
                 .and_then(|r| r.last.as_ref())
                 .and_then(|l| l.last_success)
                 .map(|t| now.saturating_sub(t));
+            let last = row.and_then(|r| r.last.as_ref());
+            let since_data = last
+                .and_then(|l| l.last_data)
+                .map(|t| now.saturating_sub(t));
+            let oldest_age = last
+                .and_then(|l| l.backlog.as_ref())
+                .and_then(|b| b.oldest_mtime)
+                .map(|t| now.saturating_sub(t));
+            let low = last
+                .and_then(|l| l.remote_space.as_ref())
+                .map(RemoteSpace::low);
             if let Some(obj) = ix.as_object_mut() {
                 // Not configured any more: not judged.
                 obj.insert("stale".into(), row.map(|r| r.stale).into());
+                obj.insert("no_data".into(), row.map(|r| r.no_data).into());
                 obj.insert("seconds_since_success".into(), since.into());
+                obj.insert("seconds_since_data".into(), since_data.into());
+                obj.insert("backlog_oldest_age_seconds".into(), oldest_age.into());
+                obj.insert("remote_space_low".into(), low.into());
             }
         }
     }
     if let Some(obj) = value.as_object_mut() {
-        obj.insert("stale_after_seconds".into(), stale_after.as_secs().into());
+        obj.insert(
+            "stale_after_seconds".into(),
+            limits.stale_after.as_secs().into(),
+        );
+        obj.insert(
+            "no_data_after_seconds".into(),
+            limits.no_data_after.as_secs().into(),
+        );
         let not_run: Vec<&str> = rows
             .iter()
             .filter(|r| r.last.is_none())
@@ -276,11 +421,12 @@ pub fn write(state_directory: &Path, report: &RunReport) -> Result<(), StateErro
 }
 
 /// The `status` table: one row per configured intersection, then the
-/// errors and skipped entries of the last pass.
+/// coprocessors' disks and backlogs, deferred work, errors and skipped
+/// entries of the last pass.
 pub fn render_table(
     report: Option<&RunReport>,
     rows: &[StatusRow],
-    stale_after: Duration,
+    limits: Limits,
     now: u64,
 ) -> String {
     let mut table = vec![[
@@ -290,16 +436,20 @@ pub fn render_table(
         "FILES".into(),
         "BYTES".into(),
         "LAST SUCCESS (UTC)".into(),
+        "COPROCESSOR FREE".into(),
+        "LEFT IN ARCHIVE".into(),
         "".into(),
     ]];
     for row in rows {
-        let (pass, result, files, bytes, success) = match &row.last {
+        let (pass, result, files, bytes, success, free, left) = match &row.last {
             None => (
                 "never".to_string(),
                 "-".to_string(),
                 "-".to_string(),
                 "-".to_string(),
                 "never".to_string(),
+                "-".to_string(),
+                "-".to_string(),
             ),
             Some(ix) => (
                 utc(ix.started),
@@ -309,19 +459,44 @@ pub fn render_table(
                 ix.last_success
                     .map(|t| format!("{} ({} ago)", utc(t), human_age(now.saturating_sub(t))))
                     .unwrap_or_else(|| "never".into()),
+                free_cell(ix.remote_space.as_ref()),
+                left_cell(ix.backlog.as_ref(), now),
             ),
         };
-        let flag = if row.stale {
-            format!(
+        let mut flags = Vec::new();
+        if row.stale {
+            flags.push(format!(
                 "STALE (no success for over {})",
-                human_age(stale_after.as_secs())
-            )
-        } else {
-            String::new()
-        };
-        table.push([row.name.clone(), pass, result, files, bytes, success, flag]);
+                human_age(limits.stale_after.as_secs())
+            ));
+        }
+        if row.no_data {
+            flags.push(format!(
+                "NO DATA (no file landed for over {})",
+                human_age(limits.no_data_after.as_secs())
+            ));
+        }
+        if row
+            .last
+            .as_ref()
+            .and_then(|l| l.remote_space.as_ref())
+            .is_some_and(RemoteSpace::low)
+        {
+            flags.push("COPROCESSOR DISK LOW".into());
+        }
+        table.push([
+            row.name.clone(),
+            pass,
+            result,
+            files,
+            bytes,
+            success,
+            free,
+            left,
+            flags.join(", "),
+        ]);
     }
-    let mut widths = [0usize; 7];
+    let mut widths = [0usize; 9];
     for r in &table {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
@@ -345,6 +520,32 @@ pub fn render_table(
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
     for ix in rows.iter().filter_map(|r| r.last.as_ref()) {
+        if let Some(d) = &ix.deferred
+            && d.files > 0
+        {
+            let _ = writeln!(
+                out,
+                "{}: deferred {} file(s), {}: the transfer window (transfer.end_time) closed; \
+                 the next pass takes them",
+                ix.name,
+                d.files,
+                human_bytes(d.bytes)
+            );
+        }
+        if let Some(s) = &ix.remote_space {
+            if let Some(why) = &s.unknown {
+                let _ = writeln!(out, "{}: coprocessor free space unknown: {why}", ix.name);
+            } else if s.low() {
+                let _ = writeln!(
+                    out,
+                    "{}: the coprocessor's disk is low ({} free, status.remote_min_free wants {}); \
+                     it stops recording when full",
+                    ix.name,
+                    free_cell(Some(s)),
+                    human_bytes(s.min_free_bytes.unwrap_or(0))
+                );
+            }
+        }
         for e in &ix.errors {
             let _ = writeln!(out, "{}: error: {e}", ix.name);
         }
@@ -355,9 +556,46 @@ pub fn render_table(
     out
 }
 
+/// "61.2 GiB (23%)", or "?" when unknown.
+fn free_cell(space: Option<&RemoteSpace>) -> String {
+    match space.map(|s| (s.free_bytes, s.size_bytes)) {
+        Some((Some(free), Some(size))) if size > 0 => format!(
+            "{} ({:.0}%)",
+            human_bytes(free),
+            free as f64 * 100.0 / size as f64
+        ),
+        Some((Some(free), _)) => human_bytes(free),
+        _ => "?".into(),
+    }
+}
+
+/// "12 file(s), 30.0 MiB, oldest 2d" or "0".
+fn left_cell(backlog: Option<&Backlog>, now: u64) -> String {
+    match backlog {
+        None => "?".into(),
+        Some(b) if b.files == 0 => "0".into(),
+        Some(b) => format!(
+            "{}{} file(s), {}{}",
+            if b.complete { "" } else { ">= " },
+            b.files,
+            human_bytes(b.bytes),
+            b.oldest_mtime
+                .map(|t| format!(", oldest {}", human_age(now.saturating_sub(t))))
+                .unwrap_or_default()
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lim(stale_after: u64) -> Limits {
+        Limits {
+            stale_after: Duration::from_secs(stale_after),
+            no_data_after: Duration::from_secs(36 * 3600),
+        }
+    }
 
     fn ix(name: &str, outcome: Outcome, last: Option<u64>) -> IntersectionReport {
         IntersectionReport {
@@ -375,6 +613,12 @@ mod tests {
             last_success: last,
             rtt_ms: None,
             stopped_by: None,
+            read_bytes: 0,
+            last_data: None,
+            first_pass: None,
+            backlog: None,
+            deferred: None,
+            remote_space: None,
         }
     }
 
@@ -406,18 +650,18 @@ mod tests {
         assert_eq!(second.intersections[1].last_success, Some(20));
         assert!(!second.all_ok());
         let names = vec!["a".to_string(), "b".to_string(), "c".to_string()];
-        let rows = status_rows(Some(&second), &names, Duration::from_secs(5), 24);
+        let rows = status_rows(Some(&second), &names, lim(5), 24);
         assert_eq!(
             rows.iter().map(|r| r.stale).collect::<Vec<_>>(),
             [true, false, true],
             "a: 14 s since success, b: 4 s, c: never"
         );
         assert!(!status_ok(&rows));
-        let table = render_table(Some(&second), &rows, Duration::from_secs(5), 24);
+        let table = render_table(Some(&second), &rows, lim(5), 24);
         assert!(table.contains("failed"), "{table}");
         assert!(table.contains("1970-01-01 00:00:10 (14s ago)"), "{table}");
         assert!(table.contains("STALE (no success for over 5s)"), "{table}");
-        let json = status_json(&second, &rows, Duration::from_secs(5), 24);
+        let json = status_json(&second, &rows, lim(5), 24);
         assert_eq!(json["intersections"][0]["stale"], true);
         assert_eq!(json["intersections"][1]["stale"], false);
         assert_eq!(json["intersections"][1]["seconds_since_success"], 4);
@@ -434,16 +678,11 @@ mod tests {
             intersections: vec![ix("a", Outcome::Ok, Some(100))],
         };
         let names = vec!["a".to_string()];
-        let rows = status_rows(Some(&report), &names, Duration::from_secs(60), 130);
+        let rows = status_rows(Some(&report), &names, lim(60), 130);
         assert!(status_ok(&rows));
-        let rows = status_rows(Some(&report), &names, Duration::from_secs(60), 161);
+        let rows = status_rows(Some(&report), &names, lim(60), 161);
         assert!(!status_ok(&rows));
-        assert!(!status_ok(&status_rows(
-            None,
-            &names,
-            Duration::from_secs(60),
-            0
-        )));
+        assert!(!status_ok(&status_rows(None, &names, lim(60), 0)));
     }
 
     #[test]

@@ -48,6 +48,8 @@ mod fxp {
     pub const READDIR: u8 = 12;
     pub const REMOVE: u8 = 13;
     pub const RMDIR: u8 = 15;
+    pub const EXTENDED: u8 = 200;
+    pub const EXTENDED_REPLY: u8 = 201;
     pub const STATUS: u8 = 101;
     pub const HANDLE: u8 = 102;
     pub const DATA: u8 = 103;
@@ -105,11 +107,64 @@ pub struct NameEntry {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    Status { code: u32, message: String },
+    Status {
+        code: u32,
+        message: String,
+    },
     Handle(Vec<u8>),
     Data(Vec<u8>),
     Name(Vec<NameEntry>),
     Attrs(Attrs),
+    /// EXTENDED_REPLY: the body after the id, read by the one extension
+    /// we ask (`statvfs@openssh.com`, see [`Statvfs::parse`]).
+    Extended(Vec<u8>),
+}
+
+/// The name and version of the free-space extension, as OpenSSH's
+/// sftp-server advertises it in its VERSION answer (PROTOCOL in OpenSSH's
+/// sources, section 4.4).
+pub const STATVFS_EXTENSION: (&str, &str) = ("statvfs@openssh.com", "2");
+
+/// A `statvfs@openssh.com` answer: the server's statvfs(3) of a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Statvfs {
+    pub frsize: u64,
+    pub blocks: u64,
+    /// Free blocks for unprivileged users: what `df` shows as available.
+    pub bavail: u64,
+}
+
+impl Statvfs {
+    /// Parses the reply body: eleven uint64 (bsize, frsize, blocks, bfree,
+    /// bavail, files, ffree, favail, fsid, flag, namemax); `None` if short.
+    pub fn parse(body: &[u8]) -> Option<Statvfs> {
+        let field = |i: usize| -> Option<u64> {
+            let b = body.get(i * 8..i * 8 + 8)?;
+            Some(u64::from_be_bytes(b.try_into().ok()?))
+        };
+        let bsize = field(0)?;
+        // Some servers leave f_frsize 0; statvfs(3) then means f_bsize.
+        let frsize = match field(1)? {
+            0 => bsize,
+            f => f,
+        };
+        let _ = field(10)?;
+        Some(Statvfs {
+            frsize,
+            blocks: field(2)?,
+            bavail: field(4)?,
+        })
+    }
+
+    /// Bytes available to an unprivileged user (`df`'s "Avail").
+    pub fn avail_bytes(&self) -> u64 {
+        self.bavail.saturating_mul(self.frsize)
+    }
+
+    /// The filesystem's size in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.blocks.saturating_mul(self.frsize)
+    }
 }
 
 impl Response {
@@ -121,6 +176,7 @@ impl Response {
             Response::Data(_) => "unexpected DATA".into(),
             Response::Name(_) => "unexpected NAME".into(),
             Response::Attrs(_) => "unexpected ATTRS".into(),
+            Response::Extended(_) => "unexpected EXTENDED_REPLY".into(),
         }
     }
 }
@@ -147,6 +203,8 @@ pub struct SftpChannel {
     out: Vec<u8>,
     /// Requests sent and not yet answered.
     outstanding: usize,
+    /// The server advertised `statvfs@openssh.com` in its VERSION answer.
+    statvfs: bool,
 }
 
 impl SftpChannel {
@@ -159,13 +217,21 @@ impl SftpChannel {
             next_id: 1,
             out: Vec::with_capacity(64 << 10),
             outstanding: 0,
+            statvfs: false,
         };
         // INIT carries a version, not an id.
         me.out.extend_from_slice(&5u32.to_be_bytes());
         me.out.push(fxp::INIT);
         me.out.extend_from_slice(&3u32.to_be_bytes());
         me.flush()?;
-        read_version(&mut me.channel).map_err(closed)?;
+        let (_, extensions) = read_version(&mut me.channel).map_err(closed)?;
+        me.statvfs = extensions.iter().any(|(n, v)| {
+            (n.as_slice(), v.as_slice())
+                == (
+                    STATVFS_EXTENSION.0.as_bytes(),
+                    STATVFS_EXTENSION.1.as_bytes(),
+                )
+        });
         Ok(me)
     }
 
@@ -251,6 +317,18 @@ impl SftpChannel {
         self.with_path(fxp::RMDIR, path)
     }
 
+    /// `statvfs@openssh.com` of `path`, if the server offered it.
+    pub fn send_statvfs(&mut self, path: &[u8]) -> Option<u32> {
+        if !self.statvfs {
+            return None;
+        }
+        let (id, start) = self.begin(fxp::EXTENDED);
+        self.put_bytes(STATVFS_EXTENSION.0.as_bytes());
+        self.put_bytes(path);
+        self.finish(start);
+        Some(id)
+    }
+
     /// Sends every queued request.
     pub fn flush(&mut self) -> Result<(), SftpError> {
         if !self.out.is_empty() {
@@ -295,6 +373,10 @@ pub trait Wire {
     fn send_fstat(&mut self, handle: &[u8]) -> u32;
     fn send_remove(&mut self, path: &[u8]) -> u32;
     fn send_rmdir(&mut self, path: &[u8]) -> u32;
+    /// Asks for the free space of the filesystem holding `path`
+    /// (`statvfs@openssh.com`); `None` when the server did not offer
+    /// that extension (OpenSSH's sftp-server does; others may not).
+    fn send_statvfs(&mut self, path: &[u8]) -> Option<u32>;
     /// # Errors
     /// The session broke, or the server sent a malformed answer.
     fn recv(&mut self) -> Result<(u32, Response), SftpError>;
@@ -326,6 +408,9 @@ impl Wire for SftpChannel {
     }
     fn send_rmdir(&mut self, path: &[u8]) -> u32 {
         SftpChannel::send_rmdir(self, path)
+    }
+    fn send_statvfs(&mut self, path: &[u8]) -> Option<u32> {
+        SftpChannel::send_statvfs(self, path)
     }
     fn recv(&mut self) -> Result<(u32, Response), SftpError> {
         SftpChannel::recv(self)
@@ -416,9 +501,14 @@ fn packet_length(prefix: [u8; 4]) -> Result<usize, SftpError> {
     Ok(len)
 }
 
-/// Reads the server's VERSION packet; returns the version it speaks. Its
-/// extension pairs are ignored: we use none.
-fn read_version<R: Read>(r: &mut R) -> Result<u32, SftpError> {
+/// An extension a server advertises: name and version data.
+type Extension = (Vec<u8>, Vec<u8>);
+
+/// Reads the server's VERSION packet; returns the version it speaks and
+/// the extensions it offers (name, data), of which we use
+/// [`STATVFS_EXTENSION`]. A malformed extension list is ignored: it only
+/// means no extension is used.
+fn read_version<R: Read>(r: &mut R) -> Result<(u32, Vec<Extension>), SftpError> {
     let mut prefix = [0u8; 4];
     r.read_exact(&mut prefix)?;
     let len = packet_length(prefix)?;
@@ -430,8 +520,20 @@ fn read_version<R: Read>(r: &mut R) -> Result<u32, SftpError> {
             "SFTP VERSION answer expected, got type {kind}"
         )));
     }
-    skip(r, len - head.len())?;
-    Ok(u32::from_be_bytes(version))
+    let mut rest = vec![0u8; len - head.len()];
+    r.read_exact(&mut rest)?;
+    let mut extensions = Vec::new();
+    let mut reader = Reader::new(&rest, "VERSION", 0);
+    while !reader.rest.is_empty() {
+        let (Ok(name), Ok(data)) = (
+            reader.bytes("extension name"),
+            reader.bytes("extension data"),
+        ) else {
+            break;
+        };
+        extensions.push((name.to_vec(), data.to_vec()));
+    }
+    Ok((u32::from_be_bytes(version), extensions))
 }
 
 /// Reads one answer, consuming exactly its packet and never more, so the
@@ -493,6 +595,7 @@ fn answer_name(kind: u8) -> Option<&'static str> {
         fxp::DATA => "DATA",
         fxp::NAME => "NAME",
         fxp::ATTRS => "ATTRS",
+        fxp::EXTENDED_REPLY => "EXTENDED_REPLY",
         _ => return None,
     })
 }
@@ -518,6 +621,7 @@ fn parse_body(kind: u8, name: &'static str, id: u32, body: &[u8]) -> Result<Resp
         }
         fxp::HANDLE => Response::Handle(r.bytes("handle")?.to_vec()),
         fxp::ATTRS => Response::Attrs(r.attrs()?),
+        fxp::EXTENDED_REPLY => Response::Extended(r.rest.to_vec()),
         fxp::NAME => {
             let count = r.u32("entry count")?;
             // Each entry takes at least 12 bytes: never trust the count.
@@ -913,16 +1017,48 @@ mod tests {
     }
 
     #[test]
+    fn statvfs_reply_gives_df_avail_and_size() {
+        let fields: [u64; 11] = [4096, 1024, 1000, 600, 500, 10, 9, 8, 7, 0, 255];
+        let body: Vec<u8> = fields.iter().flat_map(|f| f.to_be_bytes()).collect();
+        let mut p = packet(fxp::EXTENDED_REPLY, 9, &body);
+        let (id, r) = read_response(&mut &p[..]).unwrap();
+        assert_eq!(id, 9);
+        let Response::Extended(b) = r else {
+            panic!("{r:?}")
+        };
+        let s = Statvfs::parse(&b).unwrap();
+        assert_eq!((s.avail_bytes(), s.size_bytes()), (500 * 1024, 1000 * 1024));
+        assert_eq!(Statvfs::parse(&b[..80]), None, "cut short");
+        // f_frsize 0 means f_bsize.
+        p = fields
+            .iter()
+            .enumerate()
+            .flat_map(|(i, f)| if i == 1 { 0 } else { *f }.to_be_bytes())
+            .collect();
+        assert_eq!(Statvfs::parse(&p).unwrap().avail_bytes(), 500 * 4096);
+    }
+
+    #[test]
     fn version_answer() {
         let mut body = vec![fxp::VERSION];
         body.extend_from_slice(&3u32.to_be_bytes());
         body.extend(string(b"ext"));
         body.extend(string(b"1"));
+        body.extend(string(b"statvfs@openssh.com"));
+        body.extend(string(b"2"));
         let mut p = (body.len() as u32).to_be_bytes().to_vec();
         p.extend(body);
         p.extend(packet(fxp::STATUS, 1, &0u32.to_be_bytes()));
         let mut r = &p[..];
-        assert_eq!(read_version(&mut r).unwrap(), 3);
+        let (version, extensions) = read_version(&mut r).unwrap();
+        assert_eq!(version, 3);
+        assert_eq!(
+            extensions,
+            [
+                (b"ext".to_vec(), b"1".to_vec()),
+                (b"statvfs@openssh.com".to_vec(), b"2".to_vec())
+            ]
+        );
         assert!(matches!(read_response(&mut r), Ok((1, _))));
 
         let p = packet(fxp::STATUS, 0, &[0, 0, 0, 8]);

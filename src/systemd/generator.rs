@@ -316,6 +316,7 @@ mod tests {
             auth: Auth::Password(Secret::new("p".into())),
             v2x_data_location: "/v2x".into(),
             compression: None,
+            max_rate: None,
         }
     }
 
@@ -329,6 +330,8 @@ mod tests {
             start_time: None,
             transfer: Transfer::default(),
             stale_after: crate::config::DEFAULT_STALE_AFTER,
+            no_data_after: crate::config::DEFAULT_NO_DATA_AFTER,
+            remote_min_free: crate::config::DEFAULT_REMOTE_MIN_FREE,
             metrics_textfile: None,
             intersections: hosts
                 .iter()

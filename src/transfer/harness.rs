@@ -5,13 +5,18 @@
 use std::path::PathBuf;
 
 use crate::common::secret::Secret;
-use crate::config::{Auth, Config, DEFAULT_ELEMENTS, DEFAULT_STALE_AFTER, Intersection, Transfer};
+use crate::config::{
+    Auth, Config, DEFAULT_ELEMENTS, DEFAULT_NO_DATA_AFTER, DEFAULT_REMOTE_MIN_FREE,
+    DEFAULT_STALE_AFTER, Intersection, Transfer,
+};
 use crate::error::Disposition;
 use crate::landing::Lander;
 use crate::report::IntersectionReport;
 use crate::report::progress::Progress;
 use crate::transfer::Control;
 use crate::transfer::engine::{Ctx, Engine};
+use crate::transfer::pace::Pacer;
+use crate::transfer::window::Window;
 
 use crate::ssh::sftp::scripted::Scripted;
 
@@ -25,6 +30,10 @@ pub struct Harness {
     pub control: Control,
     /// Kept across runs, as a pass keeps it across reconnects.
     pub lander: Lander,
+    /// The caps the reads are held to (none unless a test sets them).
+    pub pacer: Pacer,
+    /// The transfer window (none unless a test sets one).
+    pub window: Option<Window>,
 }
 
 /// How a run ended: `Ok`, or the stop's text.
@@ -53,6 +62,7 @@ impl Harness {
             auth: Auth::Password(Secret::new("not used".into())),
             v2x_data_location: LOCATION.into(),
             compression: None,
+            max_rate: None,
         };
         let config = Config {
             source: dir.path().join("config.toml"),
@@ -67,6 +77,8 @@ impl Harness {
             },
             intersections: vec![ix],
             stale_after: DEFAULT_STALE_AFTER,
+            no_data_after: DEFAULT_NO_DATA_AFTER,
+            remote_min_free: DEFAULT_REMOTE_MIN_FREE,
             metrics_textfile: None,
         };
         Harness {
@@ -74,6 +86,8 @@ impl Harness {
             config,
             control: Control::new(),
             lander: Lander::new(),
+            pacer: Pacer::unlimited(),
+            window: None,
         }
     }
 
@@ -97,6 +111,8 @@ impl Harness {
             control: &self.control,
             progress: &progress,
             data_root: &data_root,
+            pacer: &self.pacer,
+            window: self.window,
         };
         let result = Engine::new(&ctx, server, &mut self.lander, &mut report)
             .run()

@@ -7,6 +7,8 @@
 //! | [`engine`] | one connected intersection: listing, pipelined reads, landing, the one remote delete |
 //! | [`pass`] | workers, one intersection each: connect, retries with backoff, the deadline, panics caught |
 //! | [`plan`] | `run --dry-run`: the same rules over a listing, nothing changed |
+//! | [`pace`] | bandwidth caps: token buckets the engine asks before each READ |
+//! | [`window`] | `transfer.end_time`: when a pass stops starting files, and stops |
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -17,10 +19,12 @@ pub mod classify;
 pub mod engine;
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod harness;
+pub mod pace;
 pub mod pass;
 pub mod plan;
 pub mod rules;
 pub mod stop;
+pub mod window;
 
 /// What the caller lets a pass know and do while it runs.
 pub struct Control {

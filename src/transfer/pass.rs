@@ -38,7 +38,9 @@ use crate::ssh::known_hosts::KnownHosts;
 use crate::ssh::session::{self, Interrupter, Remote};
 use crate::transfer::Control;
 use crate::transfer::engine::{Ctx, Engine};
+use crate::transfer::pace::{Bucket, Pacer};
 use crate::transfer::stop::{Cause, Stop};
+use crate::transfer::window::Window;
 
 /// Runs one pass over `intersections` and returns its report.
 pub fn run(
@@ -60,6 +62,23 @@ pub fn run(
         .transfer
         .parallel_intersections
         .clamp(1, intersections.len().max(1));
+    // One bucket for the whole pass (transfer.max_rate_total), shared by
+    // every intersection's pacer; one window, computed once.
+    let total = config
+        .transfer
+        .max_rate_total
+        .map(|r| Arc::new(Bucket::new(r)));
+    let window = Window::starting_now(config.transfer.end_time);
+    if let Some(w) = &window {
+        info!(
+            end = %crate::common::clock::utc(u64::try_from(w.end_unix).unwrap_or(0)),
+            "transfer window: no file is started after transfer.end_time (UTC shown)"
+        );
+    }
+    let shared = Shared {
+        total: total.as_ref(),
+        window,
+    };
     thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
@@ -68,7 +87,7 @@ pub fn run(
                     let Some(ix) = intersections.get(i) else {
                         break;
                     };
-                    let report = run_guarded(config, known, ix, control, &progress);
+                    let report = run_guarded(config, known, ix, control, &progress, &shared);
                     progress.intersections_done.fetch_add(1, Ordering::SeqCst);
                     (control.on_progress)(&progress);
                     if let Ok(mut r) = results.lock() {
@@ -97,6 +116,13 @@ pub fn run(
     }
 }
 
+/// What every intersection of one pass shares.
+struct Shared<'a> {
+    /// The `transfer.max_rate_total` bucket.
+    total: Option<&'a Arc<Bucket>>,
+    window: Option<Window>,
+}
+
 impl IntersectionReport {
     pub fn new(ix: &Intersection) -> IntersectionReport {
         IntersectionReport {
@@ -114,6 +140,12 @@ impl IntersectionReport {
             last_success: None,
             rtt_ms: None,
             stopped_by: None,
+            read_bytes: 0,
+            last_data: None,
+            first_pass: None,
+            backlog: None,
+            deferred: None,
+            remote_space: None,
         }
     }
 
@@ -136,13 +168,14 @@ fn run_guarded(
     ix: &Intersection,
     control: &Control,
     progress: &Progress,
+    shared: &Shared<'_>,
 ) -> IntersectionReport {
     fault::Tag::set(&ix.name);
     // Every record of this intersection, from this thread, its commit
     // threads and its watchdog, carries INTERSECTION= in the journal.
     let span = info_span!("intersection", intersection = %ix.name);
     let _entered = span.enter();
-    let mut run = IntersectionRun::new(config, known, ix, control, progress);
+    let mut run = IntersectionRun::new(config, known, ix, control, progress, shared);
     // Unwind safety: after a panic only the report is used, plain data
     // that is whole between any two statements.
     if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run.run())) {
@@ -167,6 +200,8 @@ struct IntersectionRun<'a> {
     data_root: PathBuf,
     watchdog: Watchdog,
     clock: Instant,
+    pacer: Pacer,
+    window: Option<Window>,
 }
 
 impl<'a> IntersectionRun<'a> {
@@ -176,7 +211,12 @@ impl<'a> IntersectionRun<'a> {
         ix: &'a Intersection,
         control: &'a Control,
         progress: &'a Progress,
+        shared: &Shared<'_>,
     ) -> Self {
+        let deadline = Instant::now() + config.transfer.intersection_deadline;
+        // The watchdog shuts the session at the window's hard end too: a
+        // READ blocked on a slow link must not move bytes past it.
+        let cut = shared.window.map_or(deadline, |w| w.hard_end.min(deadline));
         IntersectionRun {
             config,
             known,
@@ -186,11 +226,10 @@ impl<'a> IntersectionRun<'a> {
             report: IntersectionReport::new(ix),
             lander: Lander::new(),
             data_root: config.data_directory.join(&ix.name),
-            watchdog: Watchdog::start(
-                Instant::now() + config.transfer.intersection_deadline,
-                control.cancel.clone(),
-            ),
+            watchdog: Watchdog::start(cut, control.cancel.clone()),
             clock: Instant::now(),
+            pacer: Pacer::new(ix.max_rate, shared.total.cloned()),
+            window: shared.window,
         }
     }
 
@@ -237,9 +276,19 @@ impl<'a> IntersectionRun<'a> {
             // Woken early by cancellation or the deadline: the loop top says which.
             self.watchdog.sleep(wait);
         };
+        // Past the window's hard end, whatever broke the session (the
+        // watchdog shut it) is the window closing.
+        let outcome = match (outcome, self.window) {
+            (Err(stop), Some(w)) if !stop.is_cancelled() && Instant::now() >= w.hard_end => {
+                Err(Stop::from(Cause::WindowClosed { end: w.end_unix }))
+            }
+            (other, _) => other,
+        };
         if let Err(stop) = outcome {
             self.report.stopped_by = Some(stop.cause.kind().to_string());
-            if stop.is_cancelled() {
+            if stop.is_window() {
+                info!("{stop}");
+            } else if stop.is_cancelled() {
                 self.report.outcome = Outcome::Cancelled;
                 warn!("stopped by a signal; what was not landed stays on the coprocessor");
             } else {
@@ -259,6 +308,22 @@ impl<'a> IntersectionRun<'a> {
         if self.report.outcome == Outcome::Ok {
             self.report.last_success = Some(self.report.started);
         }
+        if self.report.files > 0 {
+            self.report.last_data = Some(self.report.started);
+        }
+        self.report.first_pass = Some(self.report.started);
+        self.judge_remote_space();
+        if let Some(d) = &self.report.deferred
+            && d.files > 0
+        {
+            info!(
+                deferred_files = d.files,
+                deferred_bytes = d.bytes,
+                "the transfer window closed: {} file(s), {} left for the next pass",
+                d.files,
+                crate::common::text::human_bytes(d.bytes)
+            );
+        }
         let r = &self.report;
         info!(
             result = r.outcome.as_str(),
@@ -271,10 +336,45 @@ impl<'a> IntersectionRun<'a> {
         );
     }
 
-    /// A signal or the deadline, if either has come.
+    /// Records `status.remote_min_free` for the coprocessor's filesystem
+    /// and warns when its free space is below it: a full disk stops the
+    /// collector recording.
+    fn judge_remote_space(&mut self) {
+        let Some(space) = self.report.remote_space.as_mut() else {
+            return;
+        };
+        let Some(size) = space.size_bytes else {
+            if let Some(why) = &space.unknown {
+                warn!("free space on the coprocessor unknown: {why}");
+            }
+            return;
+        };
+        let min = self.config.remote_min_free.threshold(size);
+        space.min_free_bytes = Some(min);
+        if let Some(free) = space.free_bytes
+            && free < min
+        {
+            warn!(
+                remote_free_bytes = free,
+                "the coprocessor's disk is low: {} free of {} on the filesystem of {} \
+                 (status.remote_min_free is {}); it stops recording when full: free space there",
+                crate::common::text::human_bytes(free),
+                crate::common::text::human_bytes(size),
+                self.ix.v2x_data_location,
+                self.config.remote_min_free
+            );
+        }
+    }
+
+    /// A signal, the deadline or the window's hard end, if one has come.
     fn interrupted(&self) -> Option<Stop> {
         if self.control.cancel.load(Ordering::SeqCst) {
             return Some(Stop::cancelled());
+        }
+        if let Some(w) = self.window
+            && Instant::now() >= w.hard_end
+        {
+            return Some(Cause::WindowClosed { end: w.end_unix }.into());
         }
         self.watchdog
             .expired()
@@ -299,6 +399,8 @@ impl<'a> IntersectionRun<'a> {
             control: self.control,
             progress: self.progress,
             data_root: &self.data_root,
+            pacer: &self.pacer,
+            window: self.window,
         };
         // Skipped entries are listed again on a reconnect; report them once.
         let skipped_before = self.report.skipped.len();

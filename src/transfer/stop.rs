@@ -28,6 +28,15 @@ pub struct Stop {
 pub enum Cause {
     #[error("stopped by a signal")]
     Cancelled,
+    /// `transfer.end_time` plus its grace passed: the session was shut.
+    /// Not a failure: what is left is deferred to the next pass.
+    #[error(
+        "the transfer window closed (transfer.end_time at {} UTC, plus {}s for files in flight); \
+         what is left waits for the next pass",
+        crate::common::clock::utc(u64::try_from(*end).unwrap_or(0)),
+        crate::transfer::window::GRACE.as_secs()
+    )]
+    WindowClosed { end: i64 },
     #[error(
         "intersection deadline of {} passed (transfer.intersection_deadline)",
         humantime::format_duration(*.0)
@@ -104,6 +113,7 @@ impl Cause {
     pub fn kind(&self) -> &'static str {
         match self {
             Cause::Cancelled => "cancelled",
+            Cause::WindowClosed { .. } => "window",
             Cause::Deadline(_) => "deadline",
             Cause::Session(e) => e.kind(),
             Cause::Wire(_) | Cause::Unexpected { .. } => "connection",
@@ -156,6 +166,11 @@ impl Stop {
 
     pub fn is_cancelled(&self) -> bool {
         matches!(self.cause, Cause::Cancelled)
+    }
+
+    /// The transfer window closed: deferred work, not a failure.
+    pub fn is_window(&self) -> bool {
+        matches!(self.cause, Cause::WindowClosed { .. })
     }
 }
 

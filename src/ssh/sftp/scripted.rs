@@ -93,6 +93,7 @@ enum Req {
     Fstat(Vec<u8>),
     Remove(Vec<u8>),
     Rmdir(Vec<u8>),
+    Statvfs(Vec<u8>),
 }
 
 pub struct Scripted {
@@ -106,6 +107,9 @@ pub struct Scripted {
     next_id: u32,
     rng: u64,
     pub faults: Faults,
+    /// What `statvfs@openssh.com` answers (available and total bytes, in
+    /// 4 KiB blocks); `None`: the server does not offer the extension.
+    pub statvfs: Option<(u64, u64)>,
     /// Every request, in the order the server took it: "REMOVE /path".
     pub log: Vec<String>,
     /// Broken invariants seen at REMOVE time; a test asserts it is empty.
@@ -132,6 +136,7 @@ impl Scripted {
             next_id: 1,
             rng: 0x9e37_79b9_7f4a_7c15,
             faults: Faults::default(),
+            statvfs: Some((1 << 30, 4 << 30)),
             log: Vec::new(),
             violations: Vec::new(),
             landed_root: None,
@@ -444,6 +449,24 @@ impl Scripted {
                     _ => status_answer(status::NO_SUCH_FILE, "No such file"),
                 }
             }
+            Req::Statvfs(path) => {
+                self.log.push(format!("STATVFS {}", show(&path)));
+                let (avail, size) = self.statvfs.unwrap_or_default();
+                let fields: [u64; 11] = [
+                    4096,
+                    4096,
+                    size / 4096,
+                    avail / 4096,
+                    avail / 4096,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    255,
+                ];
+                Response::Extended(fields.iter().flat_map(|f| f.to_be_bytes()).collect())
+            }
             Req::Rmdir(path) => {
                 self.log.push(format!("RMDIR {}", show(&path)));
                 if self.faults.fail_rmdir || !self.children(&path).is_empty() {
@@ -546,6 +569,10 @@ impl Wire for Scripted {
     }
     fn send_rmdir(&mut self, path: &[u8]) -> u32 {
         self.push(Req::Rmdir(path.to_vec()))
+    }
+    fn send_statvfs(&mut self, path: &[u8]) -> Option<u32> {
+        self.statvfs?;
+        Some(self.push(Req::Statvfs(path.to_vec())))
     }
     /// Requests are carried out in the order sent, as sftp-server does;
     /// with `reorder`, the answers come back in another order.

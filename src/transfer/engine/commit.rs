@@ -45,6 +45,12 @@ impl Engine<'_, '_> {
                 partial.discard();
                 return self.local_failure(j, e);
             }
+            Some(Trouble::Window) => {
+                // Its prefix stays; the next pass resumes after it.
+                drop(partial);
+                self.deferred.push(j);
+                return self.child_done(dir, false);
+            }
             Some(Trouble::Changed) | None => {}
         }
         let job = &self.tree.jobs[j];
@@ -133,6 +139,7 @@ impl Engine<'_, '_> {
         } = response
         {
             fault::point("after-delete");
+            self.removed.insert(j);
             self.report.files += 1;
             self.report.bytes += bytes;
             self.report.already_present += u64::from(already_present);

@@ -54,9 +54,12 @@ use crate::report::progress::Progress;
 use crate::report::{IntersectionReport, Skipped};
 use crate::ssh::sftp::{Attrs, Response, Wire};
 use crate::transfer::Control;
+use crate::transfer::pace::Pacer;
 use crate::transfer::stop::Stop;
+use crate::transfer::window::Window;
 
 mod commit;
+mod left;
 mod listing;
 mod reads;
 
@@ -91,6 +94,10 @@ pub struct Ctx<'a> {
     pub progress: &'a Progress,
     /// `<data_directory>/<intersection>`.
     pub data_root: &'a Path,
+    /// The bandwidth caps READs are held to.
+    pub pacer: &'a Pacer,
+    /// `transfer.end_time`, if set: no file is started after its end.
+    pub window: Option<Window>,
 }
 
 /// One file being pulled, from its OPEN until it is judged.
@@ -134,6 +141,10 @@ enum Trouble {
     Remote(String),
     /// The local write: reported by its disposition, the partial dropped.
     Local(LandingError),
+    /// The transfer window is closing and the rest would not arrive in
+    /// time: the data asked for is still written, the partial kept, and
+    /// the file resumes next pass (reported as deferred).
+    Window,
 }
 
 impl Active {
@@ -141,7 +152,10 @@ impl Active {
     /// reported, but a failure outranks a change: a file that changed and
     /// then failed to read is reported as the failure.
     fn fail(&mut self, why: Trouble) {
-        if matches!(self.trouble, None | Some(Trouble::Changed)) {
+        if matches!(
+            self.trouble,
+            None | Some(Trouble::Changed) | Some(Trouble::Window)
+        ) {
             self.trouble = Some(why);
         }
     }
@@ -209,11 +223,22 @@ pub struct Engine<'a, 'c> {
     /// READs are issued in).
     reading: Vec<usize>,
     inflight: u64,
+    /// Set when a READ waits for the bandwidth caps: how long.
+    paced: Option<std::time::Duration>,
+    /// Files the window left for the next pass (job numbers).
+    deferred: Vec<usize>,
+    /// When this attempt's reads began, and the bytes read since: the
+    /// rate the window's last call judges by.
+    reads_began: std::time::Instant,
+    read_this_attempt: u64,
     // ---- commit and delete ----
     commits: CommitPool,
     /// Bytes an earlier pass had fetched, per file being committed.
     resumed: HashMap<usize, u64>,
     local_failures_in_a_row: u32,
+    /// Files removed remotely (job numbers): the rest of the listing is
+    /// what `archive/` still holds after the pass (its backlog).
+    removed: HashSet<usize>,
 }
 
 impl<'a, 'c> Engine<'a, 'c> {
@@ -237,9 +262,14 @@ impl<'a, 'c> Engine<'a, 'c> {
             files: HashMap::new(),
             reading: Vec::new(),
             inflight: 0,
+            paced: None,
+            deferred: Vec::new(),
+            reads_began: std::time::Instant::now(),
+            read_this_attempt: 0,
             commits: CommitPool::new(COMMIT_THREADS, ctx.config.transfer.io_timeout),
             resumed: HashMap::new(),
             local_failures_in_a_row: 0,
+            removed: HashSet::new(),
         }
     }
 
@@ -251,10 +281,16 @@ impl<'a, 'c> Engine<'a, 'c> {
     /// failing, or the pass was cancelled. Failures of single files are
     /// reported in the intersection's report instead.
     pub fn run(mut self) -> Result<(), Stop> {
+        self.remote_space();
         self.list_all()?;
         self.seen = HashSet::new();
         let order = self.tree.file_order();
-        self.transfer(order)?;
+        self.reads_began = std::time::Instant::now();
+        let result = self.transfer(order);
+        self.account_left();
+        result?;
+        // Again after the deletes: what the coprocessor has left tonight.
+        self.remote_space();
         if self.listing_complete {
             let swept = self.lander.sweep_leftovers();
             if swept > 0 {

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use super::{Active, CHUNK, Engine, FileState, MAX_FILES, MAX_INFLIGHT, Op, Trouble};
 use crate::common::clock::unix_now;
@@ -17,7 +18,68 @@ use crate::transfer::classify::classify;
 use crate::transfer::rules::too_young;
 use crate::transfer::stop::{Cause, Stop};
 
+/// The longest sleep while waiting for the bandwidth caps.
+const PACE_NAP: Duration = Duration::from_millis(50);
+/// Time kept before the window's hard end to close, commit and delete
+/// the files that finish.
+const WRAP_UP: Duration = Duration::from_secs(3);
+
 impl Engine<'_, '_> {
+    /// Bytes of the files being read not yet asked for.
+    fn unrequested(&self) -> u64 {
+        self.files
+            .iter()
+            .filter(|(_, a)| a.trouble.is_none())
+            .map(|(&j, a)| self.tree.jobs[j].size.saturating_sub(a.next_req))
+            .sum()
+    }
+
+    /// After the window's end: a file whose rest would not arrive before
+    /// the hard end (at the rate this attempt has read so far, after what
+    /// is already in flight, with [`WRAP_UP`] left to commit and delete)
+    /// stops asking for more and keeps what it has for the next pass, so
+    /// the session is not cut mid-file and nothing is read twice.
+    fn last_call(&mut self, hard_end: Instant, now: Instant) {
+        let left = hard_end
+            .saturating_duration_since(now)
+            .saturating_sub(WRAP_UP);
+        let elapsed = now
+            .saturating_duration_since(self.reads_began)
+            .as_secs_f64();
+        let rate = self.read_this_attempt as f64 / elapsed.max(1.0);
+        let mut budget = left.as_secs_f64() * rate - self.inflight as f64;
+        for &j in &self.reading {
+            let size = self.tree.jobs[j].size;
+            let Some(a) = self.files.get_mut(&j) else {
+                continue;
+            };
+            if a.trouble.is_some() || a.next_req >= size {
+                continue;
+            }
+            let rest = (size - a.next_req) as f64;
+            if rest <= budget {
+                budget -= rest;
+            } else {
+                a.fail(Trouble::Window);
+            }
+        }
+    }
+
+    /// The window closed before file `j` was started: it stays on the
+    /// coprocessor for the next pass and is reported as deferred, unless
+    /// it had to wait anyway (too young).
+    fn defer(&mut self, j: usize) -> Result<(), Stop> {
+        let mtime = u64::from(self.tree.jobs[j].mtime);
+        let min_age = self.ctx.config.transfer.min_age;
+        if let Some(reason) = too_young(self.tree.job_depth(j), mtime, unix_now(), min_age) {
+            let rel = self.tree.job_rel(j);
+            self.skip(&rel, &reason);
+        } else {
+            self.deferred.push(j);
+        }
+        self.child_done(self.tree.job_dir(j), false)
+    }
+
     /// Takes the files in `order`, at most [`MAX_FILES`] open at once.
     pub(super) fn transfer(&mut self, order: Vec<usize>) -> Result<(), Stop> {
         // Folders that were empty (or held only skipped entries) resolve now.
@@ -32,8 +94,23 @@ impl Engine<'_, '_> {
             if self.cancelled() {
                 return Err(Stop::cancelled());
             }
+            if let Some(w) = self.ctx.window {
+                let now = Instant::now();
+                if now >= w.hard_end {
+                    return Err(Cause::WindowClosed { end: w.end_unix }.into());
+                }
+                if w.closed(now) {
+                    while let Some(job) = queue.pop_front() {
+                        self.defer(job)?;
+                    }
+                    self.last_call(w.hard_end, now);
+                }
+            }
+            // Under a bandwidth cap, files are opened only as their reads
+            // come due: what the window stops then was not started.
             while self.files.len() + self.commits.pending() < MAX_FILES
                 && self.inflight < MAX_INFLIGHT
+                && self.unrequested() < MAX_INFLIGHT
             {
                 let Some(job) = queue.pop_front() else { break };
                 self.admit(job)?;
@@ -45,6 +122,11 @@ impl Engine<'_, '_> {
             if self.ops.is_empty() && self.wire.outstanding() == 0 {
                 if let Some((job, result)) = self.commits.wait_done() {
                     self.committed(job, result)?;
+                    continue;
+                }
+                if let Some(wait) = self.paced.take() {
+                    // Short naps: a signal or the window's end is noticed soon.
+                    std::thread::sleep(wait.min(PACE_NAP));
                     continue;
                 }
                 if queue.is_empty() {
@@ -163,7 +245,8 @@ impl Engine<'_, '_> {
     /// Issues READs while the in-flight budget allows, files in the order
     /// they were admitted; a file whose reads are over moves on to closing.
     fn request_reads(&mut self) {
-        for &j in &self.reading {
+        let chunk = self.ctx.pacer.chunk(CHUNK);
+        'files: for &j in &self.reading {
             if self.inflight >= MAX_INFLIGHT {
                 break;
             }
@@ -178,7 +261,11 @@ impl Engine<'_, '_> {
             }
             let size = self.tree.jobs[j].size;
             while a.next_req < size && self.inflight < MAX_INFLIGHT {
-                let len = u32::try_from((size - a.next_req).min(u64::from(CHUNK))).unwrap_or(CHUNK);
+                let len = u32::try_from((size - a.next_req).min(u64::from(chunk))).unwrap_or(chunk);
+                if let Err(wait) = self.ctx.pacer.try_take(u64::from(len)) {
+                    self.paced = Some(wait);
+                    break 'files;
+                }
                 let id = self.wire.send_read(handle, a.next_req, len);
                 self.ops.insert(
                     id,
@@ -256,11 +343,17 @@ impl Engine<'_, '_> {
         a.reads_out = a.reads_out.saturating_sub(1);
         match response {
             Response::Data(data) if !data.is_empty() && data.len() <= len as usize => {
-                if a.trouble.is_some() {
+                // A file stopped by the window still writes what it asked
+                // for: the next pass resumes after it.
+                if a.trouble
+                    .as_ref()
+                    .is_some_and(|t| !matches!(t, Trouble::Window))
+                {
                     return Ok(());
                 }
                 let got = data.len() as u32;
                 if got < len
+                    && a.trouble.is_none()
                     && let FileState::Reading { handle } = &a.state
                 {
                     // A short read: ask for the rest (it is written in order).
@@ -286,6 +379,8 @@ impl Engine<'_, '_> {
                     a.fail(Trouble::Local(e));
                     return Ok(());
                 }
+                self.read_this_attempt += u64::from(got);
+                self.report.read_bytes += u64::from(got);
                 self.ctx
                     .progress
                     .transferred_bytes
