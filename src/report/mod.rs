@@ -715,6 +715,132 @@ mod tests {
     }
 
     #[test]
+    fn no_data_and_stale_appear_exactly_when_they_should() {
+        const DAY: u64 = 86_400;
+        let now = 100 * DAY;
+        let limits = Limits {
+            stale_after: Duration::from_secs(36 * 3600),
+            no_data_after: Duration::from_secs(36 * 3600),
+        };
+        let with = |name: &str, outcome, success: Option<u64>, data: Option<u64>, first| {
+            let mut r = ix(name, outcome, success);
+            r.started = now - 3600;
+            r.last_data = data;
+            r.first_pass = first;
+            if data != Some(now - 3600) {
+                r.files = 0;
+                r.bytes = 0;
+            }
+            r
+        };
+        let report = RunReport {
+            started: now - 3600,
+            seconds: 1.0,
+            config: "/c".into(),
+            intersections: vec![
+                // Landed last night.
+                with(
+                    "healthy",
+                    Outcome::Ok,
+                    Some(now - 3600),
+                    Some(now - 3600),
+                    Some(now - 30 * DAY),
+                ),
+                // Passes succeed, nothing landed for two days.
+                with(
+                    "silent",
+                    Outcome::Ok,
+                    Some(now - 3600),
+                    Some(now - 2 * DAY),
+                    Some(now - 30 * DAY),
+                ),
+                // Never landed anything, watched for two days.
+                with(
+                    "never",
+                    Outcome::Ok,
+                    Some(now - 3600),
+                    None,
+                    Some(now - 2 * DAY),
+                ),
+                // Added yesterday, nothing yet: not judged too early.
+                with("new", Outcome::Ok, Some(now - 3600), None, Some(now - 3600)),
+                // Failing for two days: STALE, and not NO DATA as well.
+                with(
+                    "failing",
+                    Outcome::Failed,
+                    Some(now - 2 * DAY),
+                    Some(now - 2 * DAY),
+                    Some(now - 30 * DAY),
+                ),
+                // Failed once last night: neither yet.
+                with(
+                    "blip",
+                    Outcome::Failed,
+                    Some(now - DAY - 3600),
+                    Some(now - DAY - 3600),
+                    Some(now - 30 * DAY),
+                ),
+            ],
+        };
+        let names: Vec<String> = report
+            .intersections
+            .iter()
+            .map(|i| i.name.clone())
+            .collect();
+        let rows = status_rows(Some(&report), &names, limits, now);
+        let flags: Vec<(&str, bool, bool)> = rows
+            .iter()
+            .map(|r| (r.name.as_str(), r.stale, r.no_data))
+            .collect();
+        assert_eq!(
+            flags,
+            [
+                ("healthy", false, false),
+                ("silent", false, true),
+                ("never", false, true),
+                ("new", false, false),
+                ("failing", true, false),
+                ("blip", false, false),
+            ]
+        );
+        assert!(status_ok(&rows[..1]), "a healthy intersection alone is ok");
+        assert!(!status_ok(&rows[..2]), "NO DATA fails status like STALE");
+        let table = render_table(Some(&report), &rows, limits, now);
+        let line = |n: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(n))
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(
+            line("silent").contains("NO DATA (no file landed for over 1d 12h)"),
+            "{table}"
+        );
+        assert!(!line("healthy").contains("NO DATA") && !line("healthy").contains("STALE"));
+        assert!(line("failing").contains("STALE") && !line("failing").contains("NO DATA"));
+        let json = status_json(&report, &rows, limits, now);
+        assert_eq!(json["intersections"][1]["no_data"], true);
+        assert_eq!(json["intersections"][1]["seconds_since_data"], 2 * DAY);
+        assert_eq!(json["intersections"][0]["no_data"], false);
+        assert_eq!(json["no_data_after_seconds"], 36 * 3600);
+
+        // The next pass of "silent" lands nothing: last_data and first_pass carry over.
+        let mut next = RunReport {
+            started: now,
+            seconds: 1.0,
+            config: "/c".into(),
+            intersections: vec![with("silent", Outcome::Ok, Some(now), None, Some(now))],
+        };
+        next.inherit_last_success(&report);
+        let s = &next.intersections[0];
+        assert_eq!(
+            (s.last_data, s.first_pass),
+            (Some(now - 2 * DAY), Some(now - 30 * DAY))
+        );
+    }
+
+    #[test]
     fn missing_state_is_a_clear_error() {
         let tmp = tempfile::tempdir().unwrap();
         assert!(matches!(read(tmp.path()), Err(StateError::Missing { .. })));

@@ -344,3 +344,5 @@ impl<'a, 'c> Engine<'a, 'c> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_links;
