@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 pub struct Bucket {
     rate: f64,
     /// Balance in bytes may go negative (debt) by one READ; it is capped
-    /// at `burst` while idle, so a pause is not made up by a burst.
+    /// at `burst` while idle: a long pause is not made up by a long burst,
+    /// while a short stall (a slow fsync, a busy CPU) is, so the average
+    /// stays the cap.
     state: Mutex<(f64, Instant)>,
     burst: f64,
 }
@@ -31,7 +33,8 @@ pub struct Bucket {
 impl Bucket {
     pub fn new(rate: u64) -> Bucket {
         let rate = rate.max(1) as f64;
-        let burst = (rate / 8.0).max(4096.0);
+        // Half a second's worth.
+        let burst = (rate / 2.0).max(4096.0);
         Bucket {
             rate,
             // Starts empty: a pass does not open with a burst.
