@@ -528,3 +528,211 @@ fn end_time_mid_transfer_moves_nothing_after_the_grace_defers_the_rest_and_the_n
     assert!(tree.remaining_files().is_empty());
     assert!(partial_files(&client.data_dir()).is_empty());
 }
+
+// ---------------------------------------------------------------------------
+// Silent collectors and the alert rules
+// ---------------------------------------------------------------------------
+
+/// The shipped rules' annotations, by alert name, read from the file the
+/// way this file writes them (a quoted `summary:` and a folded
+/// `description: >-` block), so the test expects exactly what ships.
+fn annotations(rules: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut lines = rules.lines().peekable();
+    let mut name = String::new();
+    let mut summary = String::new();
+    while let Some(line) = lines.next() {
+        let t = line.trim();
+        if let Some(n) = t.strip_prefix("- alert: ") {
+            name = n.to_string();
+        } else if let Some(s) = t.strip_prefix("summary: ") {
+            summary = s.trim_matches('"').to_string();
+        } else if t == "description: >-" {
+            let indent = line.len() - line.trim_start().len();
+            let mut words = Vec::new();
+            while let Some(next) = lines.peek() {
+                if next.len() - next.trim_start().len() <= indent || next.trim().is_empty() {
+                    break;
+                }
+                words.push(next.trim().to_string());
+                lines.next();
+            }
+            out.push((name.clone(), summary.clone(), words.join(" ")));
+        }
+    }
+    out
+}
+
+/// A `promtool test rules` file: every sample of a metrics textfile
+/// written by a real pass, held for two days (promtool's clock starts at
+/// 0, so "two days later" makes an intersection that never succeeded, whose
+/// last success is 0, stale), and the alerts expected then.
+fn promtool_test(rules: &Path, metrics: &str, expected: &[(&str, &str, &str)]) -> String {
+    let mut y = format!(
+        "rule_files:\n  - {:?}\nevaluation_interval: 1m\ntests:\n  - interval: 1h\n    input_series:\n",
+        rules.display().to_string()
+    );
+    for line in metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').expect("sample");
+        y.push_str(&format!(
+            "      - series: '{series}'\n        values: '{value}+0x60'\n"
+        ));
+    }
+    let texts = annotations(&std::fs::read_to_string(rules).expect("rules"));
+    y.push_str("    alert_rule_test:\n");
+    for (alert, _, _) in &texts {
+        y.push_str(&format!(
+            "      - eval_time: 2d\n        alertname: {alert}\n        exp_alerts:"
+        ));
+        let firing: Vec<_> = expected.iter().filter(|e| e.0 == alert).collect();
+        if firing.is_empty() {
+            y.push_str(" []\n");
+            continue;
+        }
+        y.push('\n');
+        for (_, intersection, severity) in firing {
+            let (_, summary, description) = texts.iter().find(|t| t.0 == *alert).expect("texts");
+            let fill = |s: &str| s.replace("{{ $labels.intersection }}", intersection);
+            y.push_str(&format!(
+                "          - exp_labels: {{ intersection: {intersection:?}, severity: {severity} }}\n            \
+                 exp_annotations:\n              summary: {:?}\n              description: {:?}\n",
+                fill(summary),
+                fill(description)
+            ));
+        }
+    }
+    y
+}
+
+#[test]
+fn no_data_and_stale_in_status_and_the_alert_rules_fire_on_real_metrics() {
+    let sshd = Sshd::start_default();
+    let mut healthy = RemoteTree::with_options(DEFAULT_COPROC_NAME, 1);
+    healthy.add_session(
+        DEFAULT_COPROC_NAME,
+        Stamp::new(2021, 6, 9, 0, 0, 0),
+        1,
+        2_000..=8_000,
+    );
+    // A collector that stopped: archive/ stays empty night after night.
+    let silent = RemoteTree::with_options(DEFAULT_COPROC_NAME, 2);
+    let mut client = Client::new();
+    client.add(Site::new("healthy", &sshd, &healthy), &sshd);
+    client.add(Site::new("silent", &sshd, &silent), &sshd);
+    client.add_untrusted(Site::at(
+        "failing",
+        closed_port(),
+        &silent.v2x_data_location(),
+    ));
+    client.set("retries = 0");
+    let prom = client.dir.path().join("v2x.prom");
+    let head = format!("metrics_textfile = {:?}", prom.display().to_string());
+    // Free space is not what this test is about: keep "disk low" quiet on
+    // any test machine.
+    let extra = Extra {
+        head: &head,
+        tail: "[status]\nremote_min_free = \"1MiB\"\nno_data_after = \"36h\"\n",
+    };
+    let out = run_with(&client, &extra, &["run"], &[]);
+    assert_exit(&out, 1);
+    // The first night tells nothing about silence yet.
+    let s = run_with(&client, &extra, &["status", "--json"], &[]);
+    let s = json(&s);
+    assert_eq!(ix(&s, "silent")["no_data"], false, "{s}");
+    assert_eq!(ix(&s, "healthy")["no_data"], false, "{s}");
+
+    // Fake the state file: "silent" has been watched for three days.
+    let path = client.state_dir().join("last-run.json");
+    let mut state: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("state")).expect("json");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    for i in state["intersections"].as_array_mut().expect("list") {
+        if i["name"] == "silent" {
+            i["first_pass"] = (now - 3 * 86_400).into();
+        }
+    }
+    std::fs::write(&path, serde_json::to_vec(&state).expect("json")).expect("write state");
+
+    let out = run_with(&client, &extra, &["run"], &[]);
+    assert_exit(&out, 1);
+    let status = run_with(&client, &extra, &["status"], &[]);
+    assert_exit(&status, 1);
+    let table = stdout(&status);
+    let row = |n: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(n))
+            .unwrap_or_else(|| panic!("no row {n}: {table}"))
+            .to_string()
+    };
+    assert!(
+        row("silent").contains("NO DATA (no file landed for over 1d 12h)"),
+        "{table}"
+    );
+    assert!(!row("silent").contains("STALE"), "{table}");
+    assert!(
+        row("failing").contains("STALE") && !row("failing").contains("NO DATA"),
+        "{table}"
+    );
+    assert!(
+        !row("healthy").contains("NO DATA") && !row("healthy").contains("STALE"),
+        "{table}"
+    );
+    let s = json(&run_with(&client, &extra, &["status", "--json"], &[]));
+    assert_eq!(
+        ["healthy", "silent", "failing"]
+            .map(|n| (ix(&s, n)["no_data"].clone(), ix(&s, n)["stale"].clone())),
+        [
+            (false.into(), false.into()),
+            (true.into(), false.into()),
+            (false.into(), true.into())
+        ],
+        "{s}"
+    );
+    let metrics = std::fs::read_to_string(&prom).expect("metrics");
+    assert_eq!(metric(&metrics, "no_data", "silent"), Some(1.0));
+    assert_eq!(metric(&metrics, "no_data", "healthy"), Some(0.0));
+    assert_eq!(metric(&metrics, "last_pass_success", "failing"), Some(0.0));
+
+    // The shipped rules, checked and run on these very metrics.
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/prometheus-alerts.yml");
+    let check = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .expect("promtool (Debian package prometheus, .ci/install-deps)");
+    assert!(
+        check.status.success(),
+        "{}{}",
+        stdout(&check),
+        stderr(&check)
+    );
+    let test = promtool_test(
+        &rules,
+        &metrics,
+        &[
+            ("V2xDataPassFailed", "failing", "warning"),
+            ("V2xDataStale", "failing", "critical"),
+            ("V2xDataNoData", "silent", "warning"),
+        ],
+    );
+    let file = client.dir.path().join("alerts-test.yml");
+    std::fs::write(&file, &test).expect("write");
+    let run = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool");
+    assert!(
+        run.status.success(),
+        "promtool test rules:\n{}{}\n--- test file\n{test}",
+        stdout(&run),
+        stderr(&run)
+    );
+}
