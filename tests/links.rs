@@ -510,6 +510,20 @@ fn end_time_mid_transfer_moves_nothing_after_the_grace_defers_the_rest_and_the_n
     );
     assert_eq!(metric(&m, "remote_free_low", "intersection-1"), Some(0.0));
 
+    // The dry run judges tonight's backlog by the cut pass's rate (about
+    // 512 KiB/s): the rest needs seconds, and fits a 00:00 to HH:MM window.
+    let dry = run_with(&client, &extra, &["run", "--dry-run"], &[("TZ", &tz)]);
+    assert_exit(&dry, 0);
+    let d = stdout(&dry);
+    assert!(
+        d.contains(&format!(
+            "estimate: intersection-1: {}.0 MiB at ",
+            left.len()
+        )) && d.contains("(last pass): about "),
+        "{d}"
+    );
+    assert!(d.contains(&format!("window: 00:00 to {hhmm} (")), "{d}");
+
     // The next pass, no window: the rest, each byte read once over both.
     client.transfer.retain(|l| !l.starts_with("end_time"));
     let out = run_with(&client, &extra, &["run"], &[]);

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use crate::commands::Exit;
-use crate::common::text::human_bytes;
+use crate::common::text::{human_age, human_bytes};
 use crate::config::{Config, Intersection};
+use crate::report::RunReport;
 use crate::ssh::known_hosts::KnownHosts;
+use crate::transfer::estimate::{self, Estimate};
 use crate::transfer::plan::{self, Plan, Planned};
 
 /// Exit 0 when every intersection could be walked.
@@ -16,12 +18,21 @@ pub fn dry_run(
     known: &KnownHosts,
     selected: &[Intersection],
     cancel: &Arc<AtomicBool>,
+    previous: Option<&RunReport>,
 ) -> Exit {
     let plans = plan::plan_all(config, known, selected, cancel);
     print!("{}", render_plan(&plans));
     if let Some(line) = space_note(config, &plans) {
         println!("{line}");
     }
+    let to_pull: Vec<(String, u64)> = plans
+        .iter()
+        .map(|p| (p.name.clone(), p.totals().1))
+        .collect();
+    print!(
+        "{}",
+        render_estimate(&estimate::estimate(config, &to_pull, previous))
+    );
     println!(
         "dry run: nothing was created, written or removed, here or on the coprocessors \
          (the state file and metrics are unchanged)"
@@ -58,6 +69,61 @@ fn space_note(config: &Config, plans: &[Plan]) -> Option<String> {
         probe.display(),
         human_bytes(keep)
     ))
+}
+
+/// How long tonight's pull would take and whether it fits the window.
+pub fn render_estimate(e: &Estimate) -> String {
+    let mut out = String::new();
+    for i in &e.intersections {
+        let line = match (i.rate, i.seconds) {
+            (_, Some(_)) if i.bytes == 0 => format!("{}: nothing to pull", i.name),
+            (Some((r, from)), Some(s)) => format!(
+                "{}: {} at {}/s ({from}): about {}",
+                i.name,
+                human_bytes(i.bytes),
+                human_bytes(r as u64),
+                human_age(s.ceil() as u64)
+            ),
+            _ => format!(
+                "{}: {}, rate unknown (no earlier pass moved enough to measure, and no \
+                 max_rate)",
+                i.name,
+                human_bytes(i.bytes)
+            ),
+        };
+        out.push_str(&format!("estimate: {line}\n"));
+    }
+    let need = e
+        .seconds
+        .map(|s| format!("about {}", human_age(s.ceil() as u64)));
+    match (e.window, need) {
+        (Some((start, end, span)), Some(need)) => {
+            let verdict = match e.fits() {
+                Some(true) => "fits".to_string(),
+                _ => format!(
+                    "DOES NOT FIT: about {} would be deferred to the next night; widen \
+                     transfer.end_time or raise max_rate",
+                    human_bytes(e.deferred_bytes().unwrap_or(0))
+                ),
+            };
+            out.push_str(&format!(
+                "window: {:02}:{:02} to {:02}:{:02} ({}), tonight's pull needs {need}: {verdict}\n",
+                start.hour,
+                start.minute,
+                end.hour,
+                end.minute,
+                human_age(span.as_secs())
+            ));
+        }
+        (Some(_), None) => out.push_str(
+            "window: cannot tell whether tonight's pull fits: a rate is unknown (see above)\n",
+        ),
+        (None, Some(need)) => out.push_str(&format!(
+            "no transfer window (transfer.end_time): tonight's pull needs {need}\n"
+        )),
+        (None, None) => {}
+    }
+    out
 }
 
 /// The dry run's report, one block per intersection.

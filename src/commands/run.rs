@@ -25,6 +25,7 @@ pub fn command(cli: &Cli, only: &[String], dry_run: bool) -> Result<Exit, Exit> 
             &known,
             &selected,
             &control.cancel,
+            previous.as_ref(),
         ));
     }
     // The lock first: a run that finds another pass exits before touching anything.

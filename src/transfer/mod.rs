@@ -7,6 +7,7 @@
 //! | [`engine`] | one connected intersection: listing, pipelined reads, landing, the one remote delete |
 //! | [`pass`] | workers, one intersection each: connect, retries with backoff, the deadline, panics caught |
 //! | [`plan`] | `run --dry-run`: the same rules over a listing, nothing changed |
+//! | [`estimate`] | `run --dry-run`: whether tonight's backlog fits the window, from the last pass's rates |
 //! | [`pace`] | bandwidth caps: token buckets the engine asks before each READ |
 //! | [`window`] | `transfer.end_time`: when a pass stops starting files, and stops |
 
@@ -17,6 +18,7 @@ use crate::report::progress::Progress;
 
 pub mod classify;
 pub mod engine;
+pub mod estimate;
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod harness;
 pub mod pace;
