@@ -12,6 +12,15 @@
 //! fsync, rename, folder fsync): node_exporter reads the folder at any time
 //! and must never see half a file. An intersection that never succeeded has
 //! a last success of 0, so the alert above fires for it too.
+//!
+//! Thresholds from the config (`status.no_data_after`,
+//! `status.remote_min_free`, `status.stale_after`) are applied here and
+//! exported as `no_data`, `remote_free_low` and `stale_after_seconds`, so
+//! the shipped alert rules (`packaging/prometheus-alerts.yml`, checked by
+//! `tests/links.rs` with `promtool test rules`) never disagree with
+//! `status`. A series the last pass could not measure (free space of a
+//! server without `statvfs@openssh.com`, the backlog of a pass that could
+//! not list) is left out rather than given a made-up value.
 
 use std::fmt::Write as _;
 use std::io;
