@@ -343,6 +343,6 @@ impl<'a, 'c> Engine<'a, 'c> {
 }
 
 #[cfg(test)]
-mod tests;
+mod links_tests;
 #[cfg(test)]
-mod tests_links;
+mod tests;

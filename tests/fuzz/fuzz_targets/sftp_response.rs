@@ -34,6 +34,7 @@ fn check(packet: &[u8]) {
         Response::Data(d) => assert!(d.len() + 4 <= room),
         Response::Handle(h) => assert!(h.len() + 4 <= room),
         Response::Name(entries) => assert!(4 + entries.len() * 12 <= room),
+        Response::Extended(b) => assert!(b.len() <= room),
         Response::Status { .. } | Response::Attrs(_) => {}
     }
     let again = encode(id, &response);
@@ -72,6 +73,10 @@ fn encode(id: u32, response: &Response) -> Vec<u8> {
         Response::Attrs(a) => {
             attrs(&mut body, a);
             105
+        }
+        Response::Extended(b) => {
+            body.extend_from_slice(b);
+            201
         }
     };
     let mut packet = ((body.len() + 5) as u32).to_be_bytes().to_vec();
