@@ -128,8 +128,8 @@ impl IntersectionReport {
 /// One intersection's run, a panic in it (a bug) caught: the intersection
 /// fails with what its report held so far (files already landed and
 /// removed stay counted) and the message, and the pass goes on. Nothing
-/// more is deleted: the panic unwinds out of the pipeline before its next
-/// remove request, and dropping the pipeline only finishes local commits.
+/// more is deleted: the panic unwinds out of the engine before its next
+/// remove request, and dropping the engine only finishes local commits.
 fn run_guarded(
     config: &Config,
     known: &KnownHosts,
