@@ -5,6 +5,12 @@
 //! folder fsync) so `status` never reads half a report, and it carries each
 //! intersection's last success forward from the previous report, so an
 //! intersection that keeps failing still shows when it last worked.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | this file | [`RunReport`], the state file, the `status` table and JSON |
+//! | [`metrics`] | the Prometheus node_exporter textfile |
+//! | [`progress`] | running totals, and the progress bar of `run` on a terminal |
 
 pub mod metrics;
 pub mod progress;
