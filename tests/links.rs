@@ -253,6 +253,7 @@ fn ix<'a>(status: &'a Value, name: &str) -> &'a Value {
 }
 
 /// `df`'s available bytes and size of the filesystem holding `path`.
+#[cfg(feature = "fault-injection")]
 fn df(path: &Path) -> (u64, u64) {
     let out = Command::new("df")
         .args(["-B1", "--output=avail,size"])
@@ -369,6 +370,7 @@ fn max_rate_total_holds_four_intersections_together() {
 /// offsets may have seconds), and that minute as "HH:MM": `end_time` is a
 /// real local time of day, read through the C library as in production,
 /// without waiting up to a minute for the next one.
+#[cfg(feature = "fault-injection")]
 fn zone_with_minute_in(ahead: Duration) -> (String, String, SystemTime) {
     let end = SystemTime::now() + ahead;
     let secs = end.duration_since(UNIX_EPOCH).expect("clock").as_secs();
