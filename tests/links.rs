@@ -362,6 +362,25 @@ fn max_rate_total_holds_four_intersections_together() {
     }
 }
 
+#[test]
+fn a_cap_far_below_the_link_never_runs_a_request_into_io_timeout() {
+    let sshd = Sshd::start_default();
+    let mut tree = RemoteTree::new();
+    // 128 KiB at 16 KiB/s: 8 s, four times transfer.io_timeout. Paced
+    // requests are each answered at once, so no call waits that long.
+    fill(&mut tree, 2, 64 << 10);
+    let mut client = Client::new();
+    client.add(Site::new("intersection-1", &sshd, &tree), &sshd);
+    client.set("io_timeout = \"2s\"");
+    client.set("max_rate = \"16KiB/s\"");
+    let t = Instant::now();
+    let out = client.run();
+    let took = t.elapsed().as_secs_f64();
+    assert_exit(&out, 0);
+    assert_landed(&client.data_dir(), "intersection-1", &tree.manifest());
+    assert!(took >= 6.0, "the cap was not applied: {took} s");
+}
+
 // ---------------------------------------------------------------------------
 // The transfer window, the backlog of a cut pass, free space against df
 // ---------------------------------------------------------------------------
