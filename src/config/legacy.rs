@@ -525,6 +525,7 @@ impl<'a> Locator<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tests::{find, write_config as write};
     use crate::config::{
         DEFAULT_ELEMENTS, DEFAULT_KNOWN_HOSTS, Loaded, StartTime, Transfer, load_with,
     };
@@ -545,13 +546,6 @@ mod tests {
         known_hosts_exists: false,
     };
 
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, text).expect("write");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        path
-    }
-
     fn load_json(path: &Path) -> Result<Loaded, ConfigErrors> {
         load_with(path, NO_KNOWN_HOSTS_CHECK)
     }
@@ -563,13 +557,6 @@ mod tests {
             Ok(_) => panic!("expected errors for {text}"),
             Err(e) => e.0,
         }
-    }
-
-    fn find<'a>(errors: &'a [ConfigError], key: &str) -> &'a ConfigError {
-        errors
-            .iter()
-            .find(|e| e.key.as_deref() == Some(key))
-            .unwrap_or_else(|| panic!("no error for {key} in {}", ConfigErrors(errors.to_vec())))
     }
 
     #[test]
