@@ -302,6 +302,16 @@ pub fn tally_landed(data_dir: &Path, intersection: &str, manifest: &[ManifestEnt
     t
 }
 
+/// The number of field `name` (`"VmHWM:"`, `"Threads:"`) in the text of a
+/// `/proc/<pid>/status` file; sizes are in KiB there.
+pub fn status_field(status: &str, name: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Hidden `.part` files under `dir` (temporary downloads).
 pub fn partial_files(dir: &Path) -> Vec<String> {
     walk_all(dir)

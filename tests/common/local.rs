@@ -3,11 +3,24 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use super::remote::ManifestEntry;
+
+/// Writes `bytes` to `<dir>/<name>`; returns that path.
+pub fn write_file(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, bytes).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+    p
+}
+
+/// An empty `<dir>/known_hosts`: a config that names it loads (nothing is
+/// trusted through it).
+pub fn empty_known_hosts(dir: &Path) -> PathBuf {
+    write_file(dir, "known_hosts", "")
+}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -263,6 +263,24 @@ impl RemoteTree {
         self.add_file(rel, &pseudo_random_bytes(seed, size))
     }
 
+    /// One log of `size` pseudo-random bytes in a session of its own:
+    /// `<coproc>_<ts>/<coproc>_<element token>_<ts>.csv` (a big file, for
+    /// cuts, stalls and memory bounds).
+    pub fn add_log(
+        &mut self,
+        coproc: &str,
+        element: &str,
+        stamp: Stamp,
+        size: usize,
+    ) -> ManifestEntry {
+        let rel = format!(
+            "{}/{}",
+            session_name(coproc, stamp),
+            element_file_name(coproc, element, stamp)
+        );
+        self.add_random_file(&rel, size)
+    }
+
     /// Two files of one name, size and mtime but different bytes in two
     /// session folders, as when a session is sent again under another
     /// folder name: `<session>/<name>` and `<session>-resent/<name>`.
@@ -460,6 +478,17 @@ impl RemoteTree {
     /// Manifest entry for `rel`.
     pub fn entry(&self, rel: &str) -> Option<&ManifestEntry> {
         self.entries.get(rel)
+    }
+
+    /// The manifest files no longer on the remote side: after a pass, the
+    /// ones it took (and so must have landed).
+    pub fn taken(&self) -> Vec<ManifestEntry> {
+        let remaining = self.remaining_files();
+        self.entries
+            .values()
+            .filter(|e| !remaining.contains(&e.rel))
+            .cloned()
+            .collect()
     }
 
     /// Sum of manifest sizes.
