@@ -273,6 +273,11 @@ fn short_type(key_type: &str) -> &str {
 /// Appends `lines` to the file atomically: the old content plus the new
 /// lines go to a temporary file beside it (same mode and owner), which is
 /// fsynced and renamed over it, then the folder is fsynced.
+///
+/// # Errors
+/// The file (or the one a symlink names) cannot be resolved, stat'ed or
+/// read, or the replacement cannot be written, synced, given the file's
+/// owner, or renamed over it; the file is then left as it was.
 pub fn append_lines(path: &Path, lines: &[&str]) -> io::Result<()> {
     // Write through a symlink to the file it names, keeping the link.
     let target: PathBuf = fs::canonicalize(path)?;

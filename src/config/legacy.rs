@@ -59,6 +59,10 @@ pub(crate) struct Notes {
 /// TOML text equivalent to the legacy JSON at `path` (for
 /// `import-legacy-config`). Does not require known_hosts to exist: the
 /// operator imports first and creates it afterwards.
+///
+/// # Errors
+/// As [`crate::config::load`] for a legacy file: it cannot be read, is not
+/// UTF-8 or not JSON of the seed's shape, or holds invalid values.
 pub fn import(path: &Path) -> Result<String, ConfigErrors> {
     let one = |e: ConfigError| ConfigErrors(vec![e]);
     let bytes = std::fs::read(path).map_err(|e| {
@@ -207,6 +211,10 @@ fn comment_safe(s: &str) -> String {
 }
 
 /// Reads the legacy JSON text into the shared draft.
+///
+/// # Errors
+/// A JSON syntax error, a value of the wrong type or an unknown key, alone
+/// and with its line.
 pub(crate) fn parse(path: &Path, text: &str) -> Result<(Draft, Notes), Vec<ConfigError>> {
     let raw: LegacyFile =
         serde_json::from_str(text).map_err(|e| vec![json_error(path, text, &e)])?;

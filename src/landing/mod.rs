@@ -515,6 +515,13 @@ impl Partial {
         self.resumed_from
     }
 
+    /// Appends `buf`, directly to the device in whole blocks while the
+    /// filesystem takes that, through the page cache otherwise.
+    ///
+    /// # Errors
+    /// [`LandingError::DiskFull`] when the disk or the quota is full;
+    /// [`LandingError::Io`] for any other write error. The partial stays on
+    /// disk for a later pass to resume.
     pub fn write(&mut self, buf: &[u8]) -> Result<(), LandingError> {
         if let Some(d) = self.direct.as_mut() {
             let mut rest = buf;
@@ -593,6 +600,15 @@ impl Partial {
     }
 
     /// Verifies, fsyncs and renames the file into place; see the module docs.
+    ///
+    /// # Errors
+    /// [`LandingError::Incomplete`] when the file does not hold exactly the
+    /// remote size; [`LandingError::DiskFull`] or [`LandingError::Io`] when
+    /// writing, fsyncing, comparing with an existing file or renaming
+    /// fails; [`LandingError::NoFreeName`] when every conflict name is
+    /// taken by other content. The partial is removed when its bytes cannot
+    /// be trusted (a failed write or fsync, a wrong size); the remote copy
+    /// is kept in every case.
     pub fn commit(mut self) -> Result<Landed, LandingError> {
         if let Err(e) = self.flush_direct() {
             let err = LandingError::io("writing", &self.temp, e);
@@ -972,6 +988,11 @@ fn start_writeback(file: &File) {
 
 /// Creates `dir` and any missing parents, fsyncing each parent that gained
 /// an entry, so a new folder survives a power cut together with its files.
+///
+/// # Errors
+/// [`LandingError::DiskFull`] or [`LandingError::Io`] naming the folder
+/// that could not be created or fsynced (a path component that is a file,
+/// permission denied, disk full).
 pub fn create_dir_durably(dir: &Path) -> Result<(), LandingError> {
     if dir.is_dir() {
         return Ok(());
@@ -993,6 +1014,9 @@ pub fn create_dir_durably(dir: &Path) -> Result<(), LandingError> {
 }
 
 /// Bytes an unprivileged writer may still use on the filesystem of `path`.
+///
+/// # Errors
+/// `statvfs(2)` fails: `path` does not exist or cannot be reached.
 pub fn free_bytes(path: &Path) -> io::Result<u64> {
     let st = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
     Ok(st.blocks_available().saturating_mul(st.fragment_size()))

@@ -239,6 +239,13 @@ pub fn state_path(state_directory: &Path) -> PathBuf {
     state_directory.join(STATE_FILE)
 }
 
+/// The last pass's report, for `status` and for carrying `last_success`
+/// over to the next one.
+///
+/// # Errors
+/// [`StateError::Missing`] when no pass has written one yet;
+/// [`StateError::Read`] when it cannot be read; [`StateError::Parse`] when
+/// it is not a report (damaged, or from an incompatible version).
 pub fn read(state_directory: &Path) -> Result<RunReport, StateError> {
     let path = state_path(state_directory);
     let text = match fs::read_to_string(&path) {
