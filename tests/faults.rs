@@ -130,6 +130,13 @@ fn rerun_until_ok(client: &Client, max: usize, context: &str) -> usize {
     panic!("{context}: no pass succeeded in {max} reruns; last stderr:\n{last}");
 }
 
+/// One rerun succeeds and completes everything; returns its figures.
+#[track_caller]
+fn rerun_completes(client: &Client, trees: &[RemoteTree], context: &str) -> Tally {
+    assert_eq!(rerun_until_ok(client, 1, context), 1);
+    check_complete(client, trees, context)
+}
+
 #[derive(Debug, Clone)]
 enum Kill {
     /// SIGKILL this long after the start.
@@ -276,8 +283,7 @@ fn killed_between_last_file_and_folder_removal_rerun_removes_it_and_loses_nothin
         );
         check_nothing_lost(&client, &trees, &format!("before-rmdir:{n}"));
         assert!(!trees[0].remaining_dirs().is_empty());
-        assert_eq!(rerun_until_ok(&client, 1, "before-rmdir rerun"), 1);
-        tally += check_complete(&client, &trees, &format!("before-rmdir:{n}"));
+        tally += rerun_completes(&client, &trees, &format!("before-rmdir:{n}"));
         trials += 1;
     }
     record(Row {
@@ -362,8 +368,7 @@ fn panic_trials(
             // Only files past the crash point before the panic can be gone.
             assert!(removed < n, "{context}: {removed} removed");
         }
-        assert_eq!(rerun_until_ok(&client, 1, &context), 1);
-        tally += check_complete(&client, &trees, &context);
+        tally += rerun_completes(&client, &trees, &context);
     }
     (tally, longest)
 }
@@ -527,8 +532,7 @@ fn server_that_stalls_mid_file_is_given_up_within_the_timeout_and_the_next_pass_
         longest = longest.max(f.elapsed);
         check_nothing_lost(&client, &trees, &context);
         assert!(!trees[0].remaining_files().is_empty(), "{context}");
-        assert_eq!(rerun_until_ok(&client, 1, &context), 1);
-        tally += check_complete(&client, &trees, &context);
+        tally += rerun_completes(&client, &trees, &context);
     }
     record(Row {
         fault: "2b. server stalls mid-file (io_timeout 2 s)".into(),
@@ -623,8 +627,7 @@ fn local_disk_full_mid_write_stops_cleanly_and_the_pass_after_freeing_space_comp
         assert!(!trees[0].remaining_files().is_empty(), "{context}");
         std::fs::remove_file(filler).unwrap();
         client.bypass_proxies(&sshd);
-        assert_eq!(rerun_until_ok(&client, 1, "after freeing space"), 1);
-        tally += check_complete(&client, &trees, &context);
+        tally += rerun_completes(&client, &trees, &context);
         trials += 1;
     }
     record(Row {
@@ -669,8 +672,7 @@ fn free_space_precheck_counts_files_in_progress_and_keeps_min_free_space() {
         "min_free_space not kept: {free} bytes free"
     );
     disk.resize("64m");
-    assert_eq!(rerun_until_ok(&client, 1, "after freeing space"), 1);
-    let tally = check_complete(&client, &trees, "pre-check");
+    let tally = rerun_completes(&client, &trees, "pre-check");
     record(Row {
         fault: "3b. free space below transfer.min_free_space (pre-check)".into(),
         trials: 1,
@@ -753,8 +755,7 @@ fn failing_local_write_fsync_or_rename_keeps_the_remote_copy() {
         assert!(f.stderr.contains(said), "{context}: {}", f.stderr);
         check_nothing_lost(&client, &trees, &context);
         assert!(!trees[0].remaining_files().is_empty(), "{context}");
-        assert_eq!(rerun_until_ok(&client, 1, &context), 1);
-        tally += check_complete(&client, &trees, &context);
+        tally += rerun_completes(&client, &trees, &context);
         trials += 1;
     }
     record(Row {
@@ -807,8 +808,7 @@ fn a_rename_refused_for_one_file_fails_that_file_alone_and_the_next_pass_lands_i
             trees[0].remaining_files()
         );
         check_nothing_lost(&client, &trees, &context);
-        assert_eq!(rerun_until_ok(&client, 1, &context), 1);
-        tally += check_complete(&client, &trees, &context);
+        tally += rerun_completes(&client, &trees, &context);
         trials += 1;
     }
     record(Row {
@@ -993,8 +993,7 @@ fn trickling_peer_is_ended_by_the_deadline_and_the_next_pass_completes() {
     assert!(f.stderr.contains("deadline"), "{}", f.stderr);
     check_nothing_lost(&client, &trees, "trickle");
     client.bypass_proxies(&sshd);
-    assert_eq!(rerun_until_ok(&client, 1, "after trickle"), 1);
-    let tally = check_complete(&client, &trees, "after trickle");
+    let tally = rerun_completes(&client, &trees, "after trickle");
     record(Row {
         fault: "6c. peer trickles bytes (deadline 3 s)".into(),
         trials: 1,
@@ -1062,8 +1061,7 @@ fn sigterm_during_a_pass_stops_cleanly_and_the_next_pass_completes() {
     let trees = vec![tree];
     check_nothing_lost(&client, &trees, "sigterm");
     client.bypass_proxies(&sshd);
-    assert_eq!(rerun_until_ok(&client, 1, "after SIGTERM"), 1);
-    check_complete(&client, &trees, "after SIGTERM");
+    rerun_completes(&client, &trees, "after SIGTERM");
 }
 
 /// Issue 5.9: wrong password, changed host key, unreadable password file

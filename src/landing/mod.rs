@@ -645,47 +645,37 @@ impl Partial {
         let dir_handle =
             File::open(&self.dir).map_err(|e| LandingError::io("opening folder", &self.dir, e))?;
         for n in 0..MAX_CONFLICTS {
-            let candidate = conflict_name(&self.name, n);
-            let target = self.dir.join(&candidate);
-            match place_no_replace(&dir_handle, &self.temp, &target) {
-                Ok(()) => {
-                    dir_handle
-                        .sync_all()
-                        .map_err(|e| LandingError::io("fsyncing folder", &self.dir, e))?;
-                    return Ok(Landed {
-                        remote: std::mem::take(&mut self.remote),
-                        id: self.id,
-                        path: target,
-                        bytes: self.written,
-                        already_present: false,
-                    });
-                }
+            let target = self.dir.join(conflict_name(&self.name, n));
+            let already_present = match place_no_replace(&dir_handle, &self.temp, &target) {
+                Ok(()) => false,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if same_content(&self.temp, &target)
+                    if !same_content(&self.temp, &target)
                         .map_err(|e| LandingError::io("comparing with", &target, e))?
                     {
-                        fs::remove_file(&self.temp)
-                            .map_err(|e| LandingError::io("removing", &self.temp, e))?;
-                        // The existing copy may be from a crashed pass that
-                        // never fsynced its folder; make sure it is durable
-                        // before the caller deletes the remote copy.
-                        File::open(&target)
-                            .and_then(|f| f.sync_all())
-                            .map_err(|e| LandingError::io("fsyncing", &target, e))?;
-                        dir_handle
-                            .sync_all()
-                            .map_err(|e| LandingError::io("fsyncing folder", &self.dir, e))?;
-                        return Ok(Landed {
-                            remote: std::mem::take(&mut self.remote),
-                            id: self.id,
-                            path: target,
-                            bytes: self.written,
-                            already_present: true,
-                        });
+                        continue;
                     }
+                    fs::remove_file(&self.temp)
+                        .map_err(|e| LandingError::io("removing", &self.temp, e))?;
+                    // The existing copy may be from a crashed pass that
+                    // never fsynced its folder; make sure it is durable
+                    // before the caller deletes the remote copy.
+                    File::open(&target)
+                        .and_then(|f| f.sync_all())
+                        .map_err(|e| LandingError::io("fsyncing", &target, e))?;
+                    true
                 }
                 Err(e) => return Err(LandingError::io("renaming into", &target, e)),
-            }
+            };
+            dir_handle
+                .sync_all()
+                .map_err(|e| LandingError::io("fsyncing folder", &self.dir, e))?;
+            return Ok(Landed {
+                remote: std::mem::take(&mut self.remote),
+                id: self.id,
+                path: target,
+                bytes: self.written,
+                already_present,
+            });
         }
         let path = self.dir.join(&self.name);
         self.discard();
