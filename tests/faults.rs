@@ -78,16 +78,7 @@ fn check_complete(client: &Client, trees: &[RemoteTree], context: &str) -> Tally
             "{context}: intersection {name}: {got:?}"
         );
         assert_landed(&client.data_dir(), &name, &t.manifest());
-        assert!(
-            t.remaining_files().is_empty(),
-            "{context}: left remotely: {:?}",
-            t.remaining_files()
-        );
-        assert!(
-            t.remaining_dirs().is_empty(),
-            "{context}: folders left remotely: {:?}",
-            t.remaining_dirs()
-        );
+        t.assert_emptied(context);
         t.assert_current_session_untouched();
         tally += got;
     }

@@ -52,17 +52,7 @@ fn routes_every_element_of_every_session_and_zip_and_unclassified_file() {
         );
     }
     assert_landed(&client.data_dir(), "intersection-1", &manifest);
-    assert!(
-        tree.remaining_files().is_empty(),
-        "left: {:?}",
-        tree.remaining_files()
-    );
-    assert!(
-        tree.remaining_dirs().is_empty(),
-        "left: {:?}",
-        tree.remaining_dirs()
-    );
-    assert!(tree.archive_dir().is_dir(), "archive/ itself must stay");
+    tree.assert_emptied("after the pass");
     tree.assert_current_session_untouched();
 
     let ix = client.ix_state("intersection-1");
@@ -444,16 +434,7 @@ fn two_files_of_one_name_size_and_mtime_in_two_folders_both_land() {
     let mut want = [twins[0].sha256.clone(), twins[1].sha256.clone()];
     want.sort();
     assert_eq!(got, want);
-    assert!(
-        tree.remaining_files().is_empty(),
-        "{:?}",
-        tree.remaining_files()
-    );
-    assert!(
-        tree.remaining_dirs().is_empty(),
-        "{:?}",
-        tree.remaining_dirs()
-    );
+    tree.assert_emptied("after the pass");
     // A second pass finds nothing to do and changes nothing.
     assert_exit(&client.run(), 0);
     assert_landed(&client.data_dir(), "a", &tree.manifest());

@@ -504,8 +504,8 @@ fn read_secret_file(path: &Path) -> Result<String, RemoteError> {
 }
 
 impl Remote {
-    /// A handle that can break this session's socket from another thread
-    /// (the watchdog's way to end a stalled read).
+    /// A handle that can shut this session's socket from another thread,
+    /// as the pass's watchdog does at the deadline or on SIGTERM.
     ///
     /// # Errors
     /// The socket cannot be duplicated (out of file descriptors).

@@ -511,6 +511,21 @@ impl RemoteTree {
             .collect()
     }
 
+    /// Panics unless everything under archive/ was taken: no file or
+    /// folder left, archive/ itself still there. `context` leads the message.
+    #[track_caller]
+    pub fn assert_emptied(&self, context: &str) {
+        let (files, dirs) = (self.remaining_files(), self.remaining_dirs());
+        assert!(
+            files.is_empty() && dirs.is_empty(),
+            "{context}: left remotely: files {files:?}, folders {dirs:?}"
+        );
+        assert!(
+            self.archive_dir().is_dir(),
+            "{context}: archive/ itself must stay"
+        );
+    }
+
     /// Whether the current session dir still holds exactly its five files, unchanged.
     pub fn current_session_untouched(&self) -> bool {
         self.current_session_problems().is_empty()
