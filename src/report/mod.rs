@@ -404,16 +404,22 @@ mod tests {
     #[test]
     fn round_trips_and_inherits_last_success() {
         let tmp = tempfile::tempdir().unwrap();
-        let first = report(10, vec![
+        let first = report(
+            10,
+            vec![
                 ix("a", Outcome::Ok, Some(10)),
                 ix("b", Outcome::Ok, Some(10)),
-            ]);
+            ],
+        );
         write(tmp.path(), &first).unwrap();
         assert_eq!(read(tmp.path()).unwrap(), first);
-        let mut second = report(20, vec![
+        let mut second = report(
+            20,
+            vec![
                 ix("a", Outcome::Failed, None),
                 ix("b", Outcome::Ok, Some(20)),
-            ]);
+            ],
+        );
         second.inherit_last_success(&first);
         assert_eq!(second.intersections[0].last_success, Some(10));
         assert_eq!(second.intersections[1].last_success, Some(20));
@@ -456,11 +462,14 @@ mod tests {
 
     #[test]
     fn keep_unselected_keeps_other_intersections_in_config_order() {
-        let previous = report(10, vec![
+        let previous = report(
+            10,
+            vec![
                 ix("a", Outcome::Ok, Some(10)),
                 ix("b", Outcome::Ok, Some(10)),
                 ix("gone", Outcome::Ok, Some(10)),
-            ]);
+            ],
+        );
         let mut only_b = report(20, vec![ix("b", Outcome::Ok, Some(20))]);
         let configured = vec!["a".to_string(), "b".to_string()];
         only_b.keep_unselected(&previous, &configured);
