@@ -1454,6 +1454,11 @@ mod tests {
             .unwrap_or_else(|e| panic!("not done within {limit:?} ({e}; a panic is shown above)"))
     }
 
+    /// Lets a `die*` commit go: until then it waits, so what the test
+    /// submits after it is queued behind it, not committed inline because
+    /// the worker is already gone.
+    static DIE_NOW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
     /// Panics for files named `panic*`, dies for good for `die*` (its panic
     /// payload panics again when the worker drops it), commits the others.
     fn faulty_commit(p: Partial) -> Result<Landed, LandingError> {
@@ -1468,6 +1473,12 @@ mod tests {
             panic!("injected panic in {name}");
         }
         if name.starts_with("die") {
+            let t0 = std::time::Instant::now();
+            while !DIE_NOW.load(std::sync::atomic::Ordering::SeqCst)
+                && t0.elapsed() < Duration::from_secs(5)
+            {
+                thread::sleep(Duration::from_millis(1));
+            }
             std::panic::panic_any(Bomb);
         }
         if name.starts_with("slow") {
@@ -1513,6 +1524,7 @@ mod tests {
             let mut pool = CommitPool::with_commit(1, Duration::from_millis(50), faulty_commit);
             pool.submit(7, ready(&dir, "die.csv", b"d"));
             pool.submit(8, ready(&dir, "queued.csv", b"q"));
+            DIE_NOW.store(true, std::sync::atomic::Ordering::SeqCst);
             let t0 = std::time::Instant::now();
             let out: Vec<_> = std::iter::from_fn(|| pool.wait_done()).collect();
             assert_eq!(pool.pending(), 0);
