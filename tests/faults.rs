@@ -95,7 +95,9 @@ fn check_complete(client: &Client, trees: &[RemoteTree], context: &str) -> Tally
 #[track_caller]
 fn check_nothing_lost(client: &Client, trees: &[RemoteTree], context: &str) {
     for (i, t) in trees.iter().enumerate() {
-        let got = tally_landed(&client.data_dir(), &ix_name(i), &t.taken());
+        let manifest = t.manifest();
+        let gone: Vec<String> = t.taken().into_iter().map(|m| m.rel).collect();
+        let got = tally_gone(&client.data_dir(), &ix_name(i), &manifest, &gone);
         assert_eq!(
             got.lost,
             0,
