@@ -46,6 +46,15 @@ pub fn sha256_file(path: &Path) -> String {
     hex(&h.finalize())
 }
 
+/// Whether `path` is a regular file (not followed through a symlink) with
+/// exactly `e`'s size and bytes.
+pub fn holds_copy(path: &Path, e: &ManifestEntry) -> bool {
+    fs::symlink_metadata(path)
+        .map(|m| m.is_file() && m.len() == e.size)
+        .unwrap_or(false)
+        && sha256_file(path) == e.sha256
+}
+
 /// Every entry under `dir`, recursively, symlinks not followed, as (path
 /// relative to `dir` with `/`, lstat metadata), sorted. A missing `dir`
 /// gives an empty list. The one walker behind the helpers below.

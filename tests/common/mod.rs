@@ -40,8 +40,8 @@ pub use faults::{
     partial_files, record, run_with_env, status_field, tally_gone, tally_landed, trials,
 };
 pub use local::{
-    assert_landed, conflict_variant, empty_known_hosts, landing_places, sha256_bytes, sha256_file,
-    walk_all, walk_files, write_file,
+    assert_landed, conflict_variant, empty_known_hosts, holds_copy, landing_places, sha256_bytes,
+    sha256_file, walk_all, walk_files, write_file,
 };
 pub use net::{BlackHole, CutProxy, ProxyOptions, Trickle, closed_port};
 pub use remote::{DEFAULT_AGE, DEFAULT_COPROC_NAME, HostileEntries, ManifestEntry, RemoteTree};
