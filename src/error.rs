@@ -1,7 +1,7 @@
 //! Error policy.
 //!
 //! - Each layer defines its own typed errors with `thiserror`:
-//!   [`crate::config::ConfigError`], [`crate::remote::RemoteError`],
+//!   [`crate::config::ConfigError`], [`crate::ssh::session::RemoteError`],
 //!   [`crate::landing::LandingError`]. There is no `anyhow`: `main` maps one
 //!   result to the exit status (0 all handled, 1 an intersection failed, 2
 //!   usage or config) and nothing else needs type erasure.
@@ -15,7 +15,7 @@
 //!   that decides between "reconnect and go on", "skip this file", and "stop
 //!   this intersection, keep its remote data".
 //! - Secrets never appear in an error: they live in
-//!   [`crate::secret::Secret`], whose `Display` and `Debug` print `***`.
+//!   [`crate::common::secret::Secret`], whose `Display` and `Debug` print `***`.
 //! - A panic is a bug, and a bug in one intersection must not cost the
 //!   others their pass: `pass` catches a panic per intersection and the
 //!   commit threads per file, and either becomes an "internal error" that

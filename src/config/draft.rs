@@ -19,7 +19,7 @@ use super::{
     ConfigError, Draft, Format, IntersectionDraft, Item, SizeInput, StartInput, TransferDraft,
     line_of,
 };
-use crate::secret::Secret;
+use crate::common::secret::Secret;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -304,8 +304,8 @@ fn log_to_journal(priority: u8, message: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::secret::Secret;
     use crate::config::{Auth, Intersection, StartTime, Transfer};
-    use crate::secret::Secret;
 
     fn intersection(name: &str, host: &str) -> Intersection {
         Intersection {

@@ -1,22 +1,22 @@
 //! The configuration: what serde reads, and the validated value the program
 //! runs on.
 //!
-//! Two layers, as in ripgrep's low/high args: [`raw`] holds the serde types
+//! Two layers, as in ripgrep's low/high args: [`draft`] holds the serde types
 //! read from TOML (with spans and `deny_unknown_fields`, so a typo is an
 //! error and never a silent default) and [`legacy`] the seed's JSON; both are
 //! validated into [`Config`] by the same code, so `check-config` and `run`
 //! can never disagree. Validation collects every problem it can find rather
 //! than stopping at the first, each naming file, key and line.
 
+pub mod draft;
 pub mod legacy;
-pub mod raw;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::secret::Secret;
+use crate::common::secret::Secret;
 
 /// Where the package puts the config; `--config` overrides it.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/v2x-data-sftp-client/config.toml";
@@ -77,7 +77,7 @@ pub struct Transfer {
     /// Wait before the first retry; doubles each time.
     pub retry_backoff: Duration,
     /// Files directly in `archive/` modified more recently than this are
-    /// left for the next pass (see [`crate::pipeline::too_young`]).
+    /// left for the next pass (see [`crate::transfer::rules::too_young`]).
     pub min_age: Duration,
     /// An intersection stops cleanly when a file would leave less than this free.
     pub min_free_bytes: u64,
@@ -117,7 +117,7 @@ pub struct Intersection {
     /// The coprocessor's `v2x-data` folder; `archive/` below it is pulled.
     pub v2x_data_location: String,
     /// SSH zlib compression: `Some` as configured, `None` to decide per
-    /// connection from the link's latency ([`crate::remote`]).
+    /// connection from the link's latency ([`crate::ssh::session`]).
     pub compression: Option<bool>,
 }
 
@@ -262,7 +262,7 @@ pub fn check_secret_files(config: &Config) -> Vec<ConfigError> {
 /// Opens the file for reading, the way the connect code will.
 fn check_readable_file(path: &Path) -> Result<(), String> {
     use std::io::ErrorKind;
-    match crate::secret::open_secret_file(path) {
+    match crate::common::secret::open_secret_file(path) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == ErrorKind::InvalidInput => Err(e.to_string()),
         Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -353,7 +353,7 @@ fn parse_text(path: &Path, text: &str) -> Result<Draft, Vec<ConfigError>> {
     if is_legacy_json(body) {
         legacy::parse(path, body).map(|(draft, _)| draft)
     } else {
-        raw::parse(path, body)
+        draft::parse(path, body)
     }
 }
 

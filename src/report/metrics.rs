@@ -14,11 +14,10 @@
 //! a last success of 0, so the alert above fires for it too.
 
 use std::fmt::Write as _;
-use std::fs::{self, File};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::common::durable::{self, Ownership};
 use crate::report::{Outcome, RunReport};
 
 /// Every metric name starts with this.
@@ -124,44 +123,29 @@ fn escape_label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Replaces the textfile atomically. The folder must exist (it belongs to
-/// node_exporter's package, not to us).
+/// Replaces the textfile durably (see [`crate::common::durable`]); its
+/// temporary name does not end in `.prom`, so the collector never reads it
+/// half written. The folder must exist (it belongs to node_exporter's
+/// package, not to us).
+///
+/// # Errors
+/// [`MetricsError`] naming the file: the folder is missing or not writable.
 pub fn write(path: &Path, report: &RunReport) -> Result<(), MetricsError> {
-    let err = |source| MetricsError {
+    let own = Ownership {
+        mode: 0o644,
+        owner: None,
+    };
+    durable::replace_file(path, render(report).as_bytes(), own).map_err(|source| MetricsError {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path
-        .parent()
-        .ok_or_else(|| err(io::Error::other("no parent folder")))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // Not `*.prom`: the collector ignores it while it is being written.
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        f.write_all(render(report).as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(err)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::report::IntersectionReport;
+    use std::fs;
 
     fn report() -> RunReport {
         let ix = |name: &str, outcome, last| IntersectionReport {

@@ -7,20 +7,15 @@
 //! adds to the total once it has listed its `archive/`, so the total can grow
 //! during a pass; "to go" is what has been listed and not yet pulled.
 //!
-//! Log records on a terminal go through [`LogWriter`], which hides the bar
+//! Log records on a terminal go through [`crate::logging`], which hides the bar
 //! while a record is printed, so records and bar never share a line.
 
 use std::io::{self, IsTerminal, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
-
-use crate::pass::Progress;
-
-/// The bar being shown, for [`LogWriter`].
-static ACTIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
 
 /// Whether a bar may be drawn: stderr is a terminal, not the journal, and
 /// the terminal can move its cursor.
@@ -57,7 +52,7 @@ impl Bar {
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(4))
             .with_style(style);
         bar.enable_steady_tick(Duration::from_millis(250));
-        if let Ok(mut active) = ACTIVE.lock() {
+        if let Ok(mut active) = crate::logging::ACTIVE_BAR.lock() {
             *active = Some(bar.clone());
         }
         Some(Bar {
@@ -67,7 +62,7 @@ impl Bar {
     }
 
     /// Updates the bar from the pass's running totals; for
-    /// [`crate::pass::Control::on_progress`].
+    /// [`crate::transfer::Control::on_progress`].
     pub fn update(&self, p: &Progress) {
         let listed = p.listed_bytes.load(Ordering::Relaxed);
         let pulled = p.transferred_bytes.load(Ordering::Relaxed);
@@ -94,7 +89,7 @@ impl Bar {
 
     /// Leaves the final state on the screen.
     pub fn finish(self) {
-        if let Ok(mut active) = ACTIVE.lock() {
+        if let Ok(mut active) = crate::logging::ACTIVE_BAR.lock() {
             *active = None;
         }
         self.bar.finish();
@@ -103,30 +98,16 @@ impl Bar {
     }
 }
 
-/// stderr for log records, hiding the bar while one is printed. Used by
-/// [`crate::logging`] for text records.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LogWriter;
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
-    type Writer = LogWriter;
-
-    fn make_writer(&'a self) -> LogWriter {
-        LogWriter
-    }
-}
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let bar = ACTIVE.lock().ok().and_then(|a| a.clone());
-        match bar {
-            Some(bar) => bar.suspend(|| io::stderr().write_all(buf))?,
-            None => io::stderr().write_all(buf)?,
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        io::stderr().flush()
-    }
+/// Running totals for progress reports (systemd STATUS, a terminal).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub intersections_total: usize,
+    pub intersections_done: AtomicUsize,
+    pub files: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Sizes of the listed files old enough to be taken (for "remaining" on
+    /// a terminal's progress bar; a reconnect lists and adds again).
+    pub listed_bytes: AtomicU64,
+    /// Bytes read from the coprocessors so far, as they arrive.
+    pub transferred_bytes: AtomicU64,
 }

@@ -6,7 +6,7 @@
 //! computer:
 //!
 //! - Nothing is ever sent to the host but the handshake: no user name, no
-//!   password, no key signature ([`remote::fetch_host_key`]).
+//!   password, no key signature ([`session::fetch_host_key`]).
 //! - A key that is already trusted changes nothing.
 //! - A key that differs from what the file already lists for that
 //!   `host:port` (a reinstalled coprocessor, or a man-in-the-middle) is
@@ -19,15 +19,17 @@
 //!   through to its target.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::fs::{self};
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::thread;
 
+use crate::commands::Exit;
+use crate::common::durable::{self, Ownership};
 use crate::config::{Config, Intersection};
-use crate::known_hosts::{self, KnownHosts, Verdict};
-use crate::remote::{self, HostKey, RemoteError};
+use crate::ssh::known_hosts::{self, KnownHosts, Verdict};
+use crate::ssh::session::{self, HostKey, RemoteError};
 
 /// How many hosts are asked for their key at once.
 const FETCH_PARALLEL: usize = 16;
@@ -105,7 +107,7 @@ fn fetch_all(config: &Config, intersections: &[Intersection]) -> Vec<Result<Host
                             Ok(k) => k.key_types_for(&ix.host, ix.port),
                             Err(_) => Vec::new(),
                         };
-                        remote::fetch_host_key(ix, &types, &config.transfer)
+                        session::fetch_host_key(ix, &types, &config.transfer)
                             .map_err(FetchError::Remote)
                     })
                 })
@@ -237,7 +239,7 @@ fn decide(
             let comment = format!(
                 "# {} ({addr}), added by v2x-data-sftp-client trust on {} UTC",
                 ix.name,
-                crate::report::utc(now_unix())
+                crate::common::clock::utc(crate::common::clock::unix_now())
             );
             match append_lines(file, &[&comment, &line]) {
                 Ok(()) => {
@@ -268,20 +270,13 @@ fn short_type(key_type: &str) -> &str {
     }
 }
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Appends `lines` to the file atomically: the old content plus the new
 /// lines go to a temporary file beside it (same mode and owner), which is
 /// fsynced and renamed over it, then the folder is fsynced.
 pub fn append_lines(path: &Path, lines: &[&str]) -> io::Result<()> {
     // Write through a symlink to the file it names, keeping the link.
     let target: PathBuf = fs::canonicalize(path)?;
-    let dir = target
+    let _dir = target
         .parent()
         .ok_or_else(|| io::Error::other("the file has no parent folder"))?;
     let meta = fs::metadata(&target)?;
@@ -293,29 +288,38 @@ pub fn append_lines(path: &Path, lines: &[&str]) -> io::Result<()> {
         text.extend_from_slice(l.as_bytes());
         text.push(b'\n');
     }
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.trust-{}", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(meta.mode() & 0o7777)
-            .open(&tmp)?;
-        // Keep owner and mode (umask applied to `mode` above).
-        std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
-        f.set_permissions(meta.permissions())?;
-        f.write_all(&text)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &target)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    let own = Ownership {
+        mode: meta.mode() & 0o7777,
+        owner: Some((meta.uid(), meta.gid())),
+    };
+    durable::replace_file(&target, &text, own)
+}
+
+/// `trust`: asks on a terminal, adds with `--yes`, else only shows. Exit 0
+/// when every selected intersection's key is trusted afterwards.
+pub fn command(config: &Config, selected: &[Intersection], yes: bool) -> Exit {
+    let mut ask = |question: &str| -> io::Result<bool> {
+        let mut stdout = io::stdout();
+        write!(stdout, "{question}")?;
+        stdout.flush()?;
+        let mut answer = String::new();
+        io::stdin().lock().read_line(&mut answer)?;
+        let answer = answer.trim().to_ascii_lowercase();
+        Ok(answer == "y" || answer == "yes")
+    };
+    let confirm = if yes {
+        Confirm::Yes
+    } else if io::stdin().is_terminal() {
+        Confirm::Ask(&mut ask)
+    } else {
+        Confirm::No
+    };
+    let results = trust(config, selected, confirm, &mut io::stdout());
+    if results.iter().all(|(_, o)| o.trusted()) {
+        Exit::Ok
+    } else {
+        Exit::Failed
     }
-    result
 }
 
 #[cfg(test)]

@@ -27,8 +27,8 @@ use ssh2::{HostKeyType, MethodType, Session};
 
 use crate::config::{Auth, Intersection, Transfer};
 use crate::error::Disposition;
-use crate::known_hosts::{self, KnownHosts, Verdict};
-use crate::sftp::{Attrs, Response, SftpChannel, SftpError, status};
+use crate::ssh::known_hosts::{self, KnownHosts, Verdict};
+use crate::ssh::sftp::{Attrs, Response, SftpChannel, SftpError, status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -459,9 +459,11 @@ fn authenticate(session: &Session, ix: &Intersection, display: &str) -> Result<(
                 .map(read_secret_file)
                 .transpose()?;
             // libssh2 opens the key itself, and would block on a FIFO.
-            crate::secret::open_secret_file(path).map_err(|source| RemoteError::SecretFile {
-                path: path.clone(),
-                source,
+            crate::common::secret::open_secret_file(path).map_err(|source| {
+                RemoteError::SecretFile {
+                    path: path.clone(),
+                    source,
+                }
             })?;
             session.userauth_pubkey_file(&ix.username, None, path, passphrase.as_deref())
         }
@@ -475,7 +477,7 @@ fn authenticate(session: &Session, ix: &Intersection, display: &str) -> Result<(
 
 /// A password or passphrase file's first line, without its line ending.
 fn read_secret_file(path: &Path) -> Result<String, RemoteError> {
-    crate::secret::read_secret_line(path).map_err(|source| RemoteError::SecretFile {
+    crate::common::secret::read_secret_line(path).map_err(|source| RemoteError::SecretFile {
         path: path.to_path_buf(),
         source,
     })
@@ -503,7 +505,7 @@ impl Remote {
         Ok(started.elapsed())
     }
 
-    /// The SFTP channel, for pipelined use ([`crate::pipeline`]).
+    /// The SFTP channel, for pipelined use ([`crate::transfer::engine`]).
     pub fn channel(&mut self) -> &mut SftpChannel {
         &mut self.sftp
     }

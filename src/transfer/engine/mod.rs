@@ -36,19 +36,22 @@ use std::hash::BuildHasher;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::{error, info, warn};
 
-use crate::classify::classify;
+use crate::common::clock::unix_now;
+use crate::common::fault;
+use crate::common::text::escape;
 use crate::config::{Config, Intersection};
 use crate::error::Disposition;
-use crate::fault;
 use crate::landing::{CommitPool, Identity, Landed, Lander, LandingError, Partial};
-use crate::pass::{Control, Progress, escape};
-use crate::remote::Kind;
+use crate::report::progress::Progress;
 use crate::report::{IntersectionReport, Skipped};
-use crate::sftp::{Attrs, NameEntry, Response, SftpError, Wire, status};
+use crate::ssh::session::Kind;
+use crate::ssh::sftp::{Attrs, NameEntry, Response, SftpError, Wire, status};
+use crate::transfer::Control;
+use crate::transfer::classify::classify;
+use crate::transfer::rules::{entry_rule, too_young};
 
 /// Files open at once.
 pub const MAX_FILES: usize = 64;
@@ -64,62 +67,12 @@ pub const CHUNK: u32 = 255 << 10;
 pub const COMMIT_THREADS: usize = 4;
 /// Folders listed at once.
 pub const MAX_DIRS: usize = 64;
-/// How deep folders are followed below `archive/`.
-pub const MAX_DEPTH: usize = 8;
 
 /// Local failures of files in a row (no file landed between them) after
 /// which the intersection stops: past that, the cause is the data folder
 /// (its permissions, say), not one file, and every further file would be
 /// downloaded only to fail the same way.
 pub const MAX_LOCAL_FAILURES_IN_A_ROW: u32 = 10;
-
-/// The one rule, shared by `run` and `run --dry-run`, for what may be
-/// taken from a listing: a plain file or a folder within [`MAX_DEPTH`].
-/// Anything else is left where it is, for the reason returned.
-pub fn entry_rule(name: &OsStr, kind: Kind, depth: usize) -> Result<(), String> {
-    if !crate::landing::is_plain_name(name) {
-        return Err("not a plain file name (empty, dot, hidden, too long, or with control characters); left alone".into());
-    }
-    match kind {
-        Kind::File => Ok(()),
-        Kind::Dir if depth >= MAX_DEPTH => Err(format!(
-            "folder nested deeper than {MAX_DEPTH} levels; left alone"
-        )),
-        Kind::Dir => Ok(()),
-        Kind::Symlink => Err("symbolic link; never followed, pulled or deleted".into()),
-        Kind::Other => {
-            Err("not a regular file or folder (device, FIFO, socket); left alone".into())
-        }
-    }
-}
-
-/// The one rule, shared by `run` and `run --dry-run`, for files that wait
-/// for a later pass: `transfer.min_age` guards only what can still be
-/// written in place. The collector closes a session by renaming its whole
-/// folder into `archive/`, so a file inside a folder there (`depth` > 0) is
-/// final however fresh its mtime, and waiting would hold the night's data
-/// back a whole day. A file directly in `archive/` (`depth` 0) may be a
-/// compressor's `<session>.zip` being written: it waits until it is
-/// `min_age` old. For every file, the size and mtime check after the read
-/// still keeps a file that changed from being deleted.
-pub fn too_young(depth: usize, mtime: u64, now: u64, min_age: Duration) -> Option<String> {
-    let age = now.saturating_sub(mtime);
-    (depth == 0 && age < min_age.as_secs()).then(|| {
-        format!(
-            "directly in archive/ and modified {age} s ago, younger than transfer.min_age ({}): \
-             it may still be being written; taken by a later pass",
-            humantime::format_duration(min_age)
-        )
-    })
-}
-
-/// Now, in Unix seconds, as remote mtimes are.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// Why the transfer of an intersection stopped early.
 pub enum Stop {
@@ -1168,9 +1121,9 @@ impl<'a, 'c> Engine<'a, 'c> {
                 "not enough free disk space in {}: {} free, the next file and those in progress need {} and transfer.min_free_space keeps {} free; \
                  stopped this intersection, its remote data is kept. Free space or lower transfer.min_free_space",
                 probe.display(),
-                crate::report::human_bytes(free),
-                crate::report::human_bytes(need),
-                crate::report::human_bytes(min),
+                crate::common::text::human_bytes(free),
+                crate::common::text::human_bytes(need),
+                crate::common::text::human_bytes(min),
             ))),
             Ok(_) => Ok(()),
             Err(e) => Err(Stop::Fatal(format!(

@@ -1,29 +1,22 @@
-//! The operator's commands around a pass: `run --dry-run`, `status` and
-//! `trust`, each turned into text and an exit status (0 all good, 1 an
-//! intersection needs attention; config errors are `main`'s, exit 2).
+//! `run --dry-run`: connects and lists like a pass, prints what it would
+//! land where and delete, and changes nothing ([`crate::transfer::plan`]).
 
-use std::io::{self, BufRead, IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use crate::commands::Exit;
+use crate::common::text::human_bytes;
 use crate::config::{Config, Intersection};
-use crate::known_hosts::KnownHosts;
-use crate::plan::{self, Plan, Planned};
-use crate::report::{self, StateError, human_bytes};
-use crate::trust::{self, Confirm};
+use crate::ssh::known_hosts::KnownHosts;
+use crate::transfer::plan::{self, Plan, Planned};
 
-const EXIT_OK: u8 = 0;
-const EXIT_FAILED: u8 = 1;
-
-/// `run --dry-run`: connects and lists like a pass, prints what it would
-/// land where and delete, and changes nothing ([`crate::plan`]). Exit 0
-/// when every intersection could be walked.
+/// Exit 0 when every intersection could be walked.
 pub fn dry_run(
     config: &Config,
     known: &KnownHosts,
     selected: &[Intersection],
     cancel: &Arc<AtomicBool>,
-) -> u8 {
+) -> Exit {
     let plans = plan::plan_all(config, known, selected, cancel);
     print!("{}", render_plan(&plans));
     if let Some(line) = space_note(config, &plans) {
@@ -34,9 +27,9 @@ pub fn dry_run(
          (the state file and metrics are unchanged)"
     );
     if plans.iter().all(Plan::ok) {
-        EXIT_OK
+        Exit::Ok
     } else {
-        EXIT_FAILED
+        Exit::Failed
     }
 }
 
@@ -118,77 +111,4 @@ pub fn render_plan(plans: &[Plan]) -> String {
         }
     }
     out
-}
-
-/// `status`: the table (or `--json`); exit 0 only when every configured
-/// intersection's last pass ended ok and none is stale.
-pub fn status(config: &Config, json: bool) -> u8 {
-    let now = crate::pipeline::unix_now();
-    let names: Vec<String> = config
-        .intersections
-        .iter()
-        .map(|i| i.name.clone())
-        .collect();
-    let report = match report::read(&config.state_directory) {
-        Ok(r) => Some(r),
-        Err(e @ StateError::Missing { .. }) if !json => {
-            eprintln!("{e}");
-            None
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            return EXIT_FAILED;
-        }
-    };
-    let rows = report::status_rows(report.as_ref(), &names, config.stale_after, now);
-    if json {
-        let Some(report) = &report else {
-            return EXIT_FAILED;
-        };
-        let value = report::status_json(report, &rows, config.stale_after, now);
-        match serde_json::to_string_pretty(&value) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_FAILED;
-            }
-        }
-    } else {
-        print!(
-            "{}",
-            report::render_table(report.as_ref(), &rows, config.stale_after, now)
-        );
-    }
-    if report::status_ok(&rows) {
-        EXIT_OK
-    } else {
-        EXIT_FAILED
-    }
-}
-
-/// `trust`: asks on a terminal, adds with `--yes`, else only shows. Exit 0
-/// when every selected intersection's key is trusted afterwards.
-pub fn trust(config: &Config, selected: &[Intersection], yes: bool) -> u8 {
-    let mut ask = |question: &str| -> io::Result<bool> {
-        let mut stdout = io::stdout();
-        write!(stdout, "{question}")?;
-        stdout.flush()?;
-        let mut answer = String::new();
-        io::stdin().lock().read_line(&mut answer)?;
-        let answer = answer.trim().to_ascii_lowercase();
-        Ok(answer == "y" || answer == "yes")
-    };
-    let confirm = if yes {
-        Confirm::Yes
-    } else if io::stdin().is_terminal() {
-        Confirm::Ask(&mut ask)
-    } else {
-        Confirm::No
-    };
-    let results = trust::trust(config, selected, confirm, &mut io::stdout());
-    if results.iter().all(|(_, o)| o.trusted()) {
-        EXIT_OK
-    } else {
-        EXIT_FAILED
-    }
 }

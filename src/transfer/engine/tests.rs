@@ -1,12 +1,12 @@
-//! The engine against a scripted server (`crate::sftp::scripted`): what
+//! The engine against a scripted server (`crate::ssh::sftp::scripted`): what
 //! OpenSSH never does, in milliseconds, without root or sshd. Every test
 //! lets the server check at each REMOVE that the file's bytes are already
 //! landed, so a change that sends a REMOVE before the commit fails them.
 
 use std::fs;
 
-use crate::sftp::scripted::harness::{ARCHIVE, Harness, Outcome};
-use crate::sftp::scripted::{Generated, Scripted};
+use crate::ssh::sftp::scripted::{Generated, Scripted};
+use crate::transfer::harness::{ARCHIVE, Harness, Outcome};
 
 fn data(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
@@ -55,7 +55,7 @@ fn coprocessor(server: &mut Scripted) -> Vec<(String, Vec<u8>)> {
 
 fn landed_as(h: &Harness, rel: &str) -> Vec<u8> {
     let name = rel.rsplit('/').next().unwrap_or(rel);
-    let element = crate::classify::classify(name, &h.config.elements);
+    let element = crate::transfer::classify::classify(name, &h.config.elements);
     let path = match element {
         Some(el) => h.data_root().join(el).join(name),
         None => h.data_root().join(name),
@@ -315,7 +315,7 @@ fn a_listing_that_never_ends_stops_the_intersection_before_anything_is_touched()
 
 #[test]
 fn min_age_holds_back_only_files_directly_in_archive() {
-    let now = crate::pipeline::unix_now() as u32;
+    let now = crate::common::clock::unix_now() as u32;
     let mut h = Harness::new();
     let mut server = scripted(&h);
     // The collector renamed tonight's session into archive/ a second ago.

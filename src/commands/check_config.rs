@@ -6,13 +6,15 @@
 //! connect and I/O timeouts, so one dead coprocessor costs one
 //! `connect_timeout`, not one per intersection.
 
+use crate::cli::Cli;
+use crate::commands::{Exit, load, select};
 use std::path::Path;
 use std::thread;
 
-use crate::config::{Config, Intersection};
-use crate::known_hosts::{self, KnownHosts, Verdict};
-use crate::remote::{self, Kind, RemoteError};
-use crate::trust;
+use crate::commands::trust;
+use crate::config::{self, Config, Intersection};
+use crate::ssh::known_hosts::{self, KnownHosts, Verdict};
+use crate::ssh::session::{self, Kind, RemoteError};
 
 /// How many intersections are probed at once.
 const PROBE_PARALLEL: usize = 32;
@@ -85,7 +87,7 @@ fn probe(config: &Config, known: &KnownHosts, ix: &Intersection) -> Probe {
 fn steps(config: &Config, known: &KnownHosts, ix: &Intersection) -> Result<String, (Step, String)> {
     let t = &config.transfer;
     // Handshake only, to judge the key before any credential is offered.
-    let key = remote::fetch_host_key(ix, &known.key_types_for(&ix.host, ix.port), t)
+    let key = session::fetch_host_key(ix, &known.key_types_for(&ix.host, ix.port), t)
         .map_err(|e| reach_error(&e))?;
     let fingerprint = known_hosts::fingerprint_sha256(&key.blob);
     let file = config.known_hosts.display();
@@ -125,7 +127,7 @@ fn steps(config: &Config, known: &KnownHosts, ix: &Intersection) -> Result<Strin
             ));
         }
     }
-    let mut session = remote::connect(ix, known, t, &|_| {}).map_err(|e| match e {
+    let mut session = session::connect(ix, known, t, &|_| {}).map_err(|e| match e {
         RemoteError::HostKey(m) => (Step::HostKey, m),
         RemoteError::Auth { .. } | RemoteError::SecretFile { .. } => (Step::Auth, e.to_string()),
         RemoteError::Session(_) | RemoteError::Refused { .. } => (
@@ -202,4 +204,32 @@ pub fn render(probes: &[Probe]) -> String {
         ));
     }
     out
+}
+
+/// `check-config [--connect]`.
+///
+/// # Errors
+/// The early [`Exit`] of a config or usage error.
+pub fn command(cli: &Cli, connect: bool, only: &[String]) -> Result<Exit, Exit> {
+    let (config, known) = load(cli)?;
+    let problems = config::check_secret_files(&config);
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("config error: {p}");
+        }
+        return Err(Exit::Config);
+    }
+    println!(
+        "{}: OK, {} intersection(s), data lands in {}",
+        config.source.display(),
+        config.intersections.len(),
+        config.data_directory.display()
+    );
+    if !connect {
+        return Ok(Exit::Ok);
+    }
+    let selected = select(&config, only, "--only ")?;
+    let probes = probe_all(&config, &known, &selected);
+    print!("{}", render(&probes));
+    Ok(Exit::ok_if(probes.iter().all(|p| p.result.is_ok())))
 }

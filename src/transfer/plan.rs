@@ -1,7 +1,7 @@
 //! `run --dry-run`: connect and list like a pass, and say what it would do,
 //! changing nothing on either side.
 //!
-//! A walk of its own rather than a mode of [`crate::pass`], so the transfer
+//! A walk of its own rather than a mode of [`crate::transfer::pass`], so the transfer
 //! engine stays free of "but not really" branches. It applies the same
 //! rules through the same functions: [`entry_rule`] leaves names that are
 //! not plain, symlinks, special files and folders nested too deep; files
@@ -22,11 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Instant;
 
-use crate::classify::classify;
 use crate::config::{Config, Intersection};
-use crate::known_hosts::KnownHosts;
-use crate::pipeline::{entry_rule, too_young};
-use crate::remote::{self, Entry, Kind, Remote};
+use crate::ssh::known_hosts::KnownHosts;
+use crate::ssh::session::{self, Entry, Kind, Remote};
+use crate::transfer::classify::classify;
+use crate::transfer::rules::{entry_rule, too_young};
 
 /// One thing a pass would do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,7 +113,7 @@ fn plan(config: &Config, known: &KnownHosts, ix: &Intersection, cancel: &AtomicB
         config,
         cancel,
         deadline: Instant::now() + config.transfer.intersection_deadline,
-        now: crate::pipeline::unix_now(),
+        now: crate::common::clock::unix_now(),
         data_root: config.data_directory.join(&ix.name),
         plan: Plan {
             name: ix.name.clone(),
@@ -122,7 +122,7 @@ fn plan(config: &Config, known: &KnownHosts, ix: &Intersection, cancel: &AtomicB
             errors: Vec::new(),
         },
     };
-    match remote::connect(ix, known, &config.transfer, &|_| {}) {
+    match session::connect(ix, known, &config.transfer, &|_| {}) {
         Err(e) => walk.plan.errors.push(e.to_string()),
         Ok(mut session) => {
             let archive = Path::new(&ix.v2x_data_location).join("archive");
@@ -155,7 +155,7 @@ struct Walk<'a> {
 impl Walk<'_> {
     fn leave(&mut self, rel: &Path, reason: impl Into<String>) {
         self.plan.items.push(Planned::Leave {
-            rel: crate::pass::escape(rel.as_os_str()),
+            rel: crate::common::text::escape(rel.as_os_str()),
             reason: reason.into(),
         });
     }

@@ -4,7 +4,7 @@
 //! libssh2's own SFTP layer allows one request of each kind in flight per
 //! channel, so every small file costs open, read, stat, close and remove
 //! round trips one after another: on a 40 ms link that is the whole night.
-//! Speaking the protocol ourselves lets [`crate::pipeline`] keep requests
+//! Speaking the protocol ourselves lets [`crate::transfer::engine`] keep requests
 //! for many files in flight at once, the way OpenSSH's `sftp` pipelines
 //! reads, while libssh2 still does everything cryptographic.
 //!

@@ -729,7 +729,7 @@ impl CommitPool {
         let (jobs_tx, jobs_rx) = mpsc::channel::<(usize, Partial)>();
         let (done_tx, done) = mpsc::channel();
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
-        let tag = crate::fault::Tag::current();
+        let tag = crate::common::fault::Tag::current();
         let mut workers = Vec::new();
         for _ in 0..threads.max(1) {
             let (rx, tx, tag) = (jobs_rx.clone(), done_tx.clone(), tag.clone());
@@ -749,7 +749,7 @@ impl CommitPool {
                     let Ok((key, partial)) = next else { return };
                     let path = partial.dir.join(&partial.name);
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        crate::fault::point("commit");
+                        crate::common::fault::point("commit");
                         commit(partial)
                     }))
                     .unwrap_or_else(|payload| {

@@ -2,7 +2,7 @@
 //!
 //! Per intersection: connect (retrying connection failures with backoff,
 //! resuming what an earlier attempt left), then hand the session to
-//! [`crate::pipeline`], which lists `archive/` and takes every entry oldest
+//! [`crate::transfer::engine`], which lists `archive/` and takes every entry oldest
 //! first, landing each file before it deletes it remotely.
 //!
 //! Three bounds keep one coprocessor from holding up the night: the
@@ -19,61 +19,25 @@
 //! hook has printed the message to stderr (the journal) by then; it is
 //! ours, never a secret (see [`crate::error`]).
 
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use crate::common::clock::unix_now;
+use crate::common::fault;
 use crate::config::{Config, Intersection};
 use crate::error::{Disposition, panic_message};
-use crate::fault;
-use crate::known_hosts::KnownHosts;
 use crate::landing::{self, Lander};
-use crate::pipeline::{Ctx, Engine, Stop};
-use crate::remote::{self, Interrupter, Remote};
+use crate::report::progress::Progress;
 use crate::report::{IntersectionReport, Outcome, RunReport};
-
-/// Running totals for progress reports (systemd STATUS, a terminal).
-#[derive(Debug, Default)]
-pub struct Progress {
-    pub intersections_total: usize,
-    pub intersections_done: AtomicUsize,
-    pub files: AtomicU64,
-    pub bytes: AtomicU64,
-    /// Sizes of the listed files old enough to be taken (for "remaining" on
-    /// a terminal's progress bar; a reconnect lists and adds again).
-    pub listed_bytes: AtomicU64,
-    /// Bytes read from the coprocessors so far, as they arrive.
-    pub transferred_bytes: AtomicU64,
-}
-
-/// What the caller lets a pass know and do while it runs.
-pub struct Control {
-    /// Set on SIGTERM/SIGINT: start nothing new, stop the current download.
-    pub cancel: Arc<AtomicBool>,
-    /// Called after every landed file and every finished intersection.
-    pub on_progress: Box<dyn Fn(&Progress) + Send + Sync>,
-}
-
-impl Control {
-    pub fn new() -> Control {
-        Control {
-            cancel: Arc::new(AtomicBool::new(false)),
-            on_progress: Box::new(|_| {}),
-        }
-    }
-}
-
-impl Default for Control {
-    fn default() -> Self {
-        Control::new()
-    }
-}
+use crate::ssh::known_hosts::KnownHosts;
+use crate::ssh::session::{self, Interrupter, Remote};
+use crate::transfer::Control;
+use crate::transfer::engine::{Ctx, Engine, Stop};
 
 /// Runs one pass over `intersections` and returns its report.
 pub fn run(
@@ -82,7 +46,7 @@ pub fn run(
     intersections: &[Intersection],
     control: &Control,
 ) -> RunReport {
-    let started = SystemTime::now();
+    let started = unix_now();
     let clock = Instant::now();
     let progress = Progress {
         intersections_total: intersections.len(),
@@ -125,17 +89,11 @@ pub fn run(
         })
         .collect();
     RunReport {
-        started: unix(started),
+        started,
         seconds: clock.elapsed().as_secs_f64(),
         config: config.source.clone(),
         intersections,
     }
-}
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl IntersectionReport {
@@ -144,7 +102,7 @@ impl IntersectionReport {
             name: ix.name.clone(),
             host: ix.host.clone(),
             outcome: Outcome::Ok,
-            started: crate::pipeline::unix_now(),
+            started: unix_now(),
             seconds: 0.0,
             files: 0,
             bytes: 0,
@@ -246,7 +204,7 @@ impl<'a> IntersectionRun<'a> {
                 break Err(self.deadline_stop());
             }
             let result =
-                remote::connect_adaptive(self.ix, self.known, t, &|i| self.watchdog.watch(i))
+                session::connect_adaptive(self.ix, self.known, t, &|i| self.watchdog.watch(i))
                     .map_err(|e| match e.disposition() {
                         Disposition::Reconnect => Stop::Reconnect(e.to_string()),
                         _ => Stop::Fatal(e.to_string()),
@@ -354,14 +312,6 @@ impl<'a> IntersectionRun<'a> {
         }
         result
     }
-}
-
-/// Printable form of a remote name: control characters and invalid UTF-8
-/// escaped, so a hostile name cannot forge log lines.
-pub fn escape(name: &OsStr) -> String {
-    String::from_utf8_lossy(name.as_bytes())
-        .escape_debug()
-        .to_string()
 }
 
 /// Enforces the intersection's deadline and cancellation on a thread of its

@@ -6,12 +6,19 @@
 //! intersection's last success forward from the previous report, so an
 //! intersection that keeps failing still shows when it last worked.
 
+pub mod metrics;
+pub mod progress;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs::{self};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::common::clock::utc;
+use crate::common::durable::{self, Ownership};
+use crate::common::text::{human_age, human_bytes};
 
 use serde::{Deserialize, Serialize};
 
@@ -242,82 +249,25 @@ pub fn read(state_directory: &Path) -> Result<RunReport, StateError> {
     serde_json::from_str(&text).map_err(|source| StateError::Parse { path, source })
 }
 
-/// Writes the report atomically.
+/// Replaces the state file durably (see [`crate::common::durable`]).
+///
+/// # Errors
+/// [`StateError::Write`] naming the file: the state directory cannot be
+/// created or written, or the disk is full.
 pub fn write(state_directory: &Path, report: &RunReport) -> Result<(), StateError> {
     let path = state_path(state_directory);
-    let tmp = state_directory.join(format!(".{STATE_FILE}.tmp"));
     let werr = |source| StateError::Write {
         path: path.clone(),
         source,
     };
     fs::create_dir_all(state_directory).map_err(werr)?;
     let json = serde_json::to_vec_pretty(report).map_err(|e| werr(io::Error::other(e)))?;
-    let mut f = File::create(&tmp).map_err(werr)?;
-    f.write_all(&json).map_err(werr)?;
-    f.sync_all().map_err(werr)?;
-    fs::rename(&tmp, &path).map_err(werr)?;
-    File::open(state_directory)
-        .and_then(|d| d.sync_all())
-        .map_err(werr)?;
-    Ok(())
-}
-
-/// Human units for bytes, powers of 1024.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// UTC `YYYY-MM-DD HH:MM:SS` without a date crate.
-pub fn utc(unix: u64) -> String {
-    let secs = unix % 86_400;
-    let days = (unix / 86_400) as i64;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
-/// A duration in the two largest units, e.g. `1d 4h`, `3h 12m`, `40s`.
-pub fn human_age(secs: u64) -> String {
-    let units = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
-    let mut parts = Vec::new();
-    let mut rest = secs;
-    for (size, unit) in units {
-        if rest >= size || (parts.is_empty() && size == 1) {
-            parts.push(format!("{}{unit}", rest / size));
-            rest %= size;
-        }
-        if parts.len() == 2 {
-            break;
-        }
-    }
-    if parts.len() == 2 && parts[1].starts_with('0') {
-        parts.pop();
-    }
-    parts.join(" ")
+    // Readable by the service's group: `status` runs as an operator in it.
+    let own = Ownership {
+        mode: 0o640,
+        owner: None,
+    };
+    durable::replace_file(&path, &json, own).map_err(werr)
 }
 
 /// The `status` table: one row per configured intersection, then the
@@ -423,20 +373,6 @@ mod tests {
     }
 
     #[test]
-    fn utc_formats_known_instants() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00");
-        assert_eq!(utc(1_795_651_199), "2026-11-25 23:59:59");
-    }
-
-    #[test]
-    fn human_bytes_units() {
-        assert_eq!(human_bytes(5), "5 B");
-        assert_eq!(human_bytes(2048), "2.0 KiB");
-        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
-    }
-
-    #[test]
     fn round_trips_and_inherits_last_success() {
         let tmp = tempfile::tempdir().unwrap();
         let first = RunReport {
@@ -531,15 +467,6 @@ mod tests {
             .collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(only_b.intersections[1].last_success, Some(20));
-    }
-
-    #[test]
-    fn human_age_shows_two_units() {
-        assert_eq!(human_age(0), "0s");
-        assert_eq!(human_age(59), "59s");
-        assert_eq!(human_age(3_600), "1h");
-        assert_eq!(human_age(36 * 3_600), "1d 12h");
-        assert_eq!(human_age(3 * 3_600 + 12 * 60 + 5), "3h 12m");
     }
 
     #[test]

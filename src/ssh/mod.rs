@@ -1,0 +1,10 @@
+//! Talking to a coprocessor: everything that knows SSH.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`session`] | one SSH session: timeouts, host-key check before auth, authentication, the SFTP channel |
+//! | [`known_hosts`] | OpenSSH known_hosts parsing and matching |
+//! | [`sftp`] | the SFTP v3 wire: requests out, answers in any order, behind the [`sftp::Wire`] trait |
+pub mod known_hosts;
+pub mod session;
+pub mod sftp;
