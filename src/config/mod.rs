@@ -16,6 +16,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::common::credentials::{self, CredentialError};
 use crate::common::secret::Secret;
 
 /// Where the package puts the config; `--config` overrides it.
@@ -121,16 +122,52 @@ pub struct Intersection {
     pub compression: Option<bool>,
 }
 
-/// Exactly one way to authenticate. Files are read when connecting, so an
-/// unreadable one fails only its intersection.
+/// Exactly one way to authenticate. Files and credentials are read when
+/// connecting, so an unreadable one fails only its intersection.
 #[derive(Debug, Clone)]
 pub enum Auth {
     Password(Secret),
-    PasswordFile(PathBuf),
+    /// `password_file` or `password_credential`.
+    PasswordFrom(SecretSource),
+    /// `private_key` or `private_key_credential`, with `passphrase_file` or
+    /// `passphrase_credential` when the key has one.
     PrivateKey {
-        path: PathBuf,
-        passphrase_file: Option<PathBuf>,
+        key: SecretSource,
+        passphrase: Option<SecretSource>,
     },
+}
+
+/// Where a password, passphrase or private key is read from at connect time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file the config names (`*_file`, `private_key`).
+    File(PathBuf),
+    /// A systemd credential the unit loads (`*_credential`): a file in
+    /// `$CREDENTIALS_DIRECTORY`, there only while the unit runs.
+    Credential(String),
+}
+
+impl SecretSource {
+    /// The file to read: the configured path, or where systemd put the
+    /// credential for this process.
+    ///
+    /// # Errors
+    /// A credential this process cannot see, with what to do about it.
+    pub fn path(&self) -> Result<PathBuf, CredentialError> {
+        match self {
+            SecretSource::File(p) => Ok(p.clone()),
+            SecretSource::Credential(name) => credentials::path(name),
+        }
+    }
+
+    /// The config key it came from, for messages: `password_file`,
+    /// `private_key_credential`, …
+    pub fn key(&self, file_key: &'static str, credential_key: &'static str) -> &'static str {
+        match self {
+            SecretSource::File(_) => file_key,
+            SecretSource::Credential(_) => credential_key,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -218,32 +255,85 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     )
 }
 
+/// What `check-config` finds about the secrets the config points to.
+#[derive(Debug, Default)]
+pub struct SecretCheck {
+    /// Files (and credentials this process can see) that exist but cannot
+    /// be used: config errors.
+    pub errors: Vec<ConfigError>,
+    /// Credentials this process cannot see, each with why that is expected
+    /// (outside the unit) or what to add to the unit. Not errors: systemd
+    /// hands credentials to the unit only.
+    pub unseen_credentials: Vec<String>,
+}
+
 /// Checks done by `check-config` but not by `load`: files referenced by auth
-/// settings exist and are readable by this process. `run` reads those files
-/// at connect time instead, so an unreadable one fails only its intersection.
-pub fn check_secret_files(config: &Config) -> Vec<ConfigError> {
+/// settings exist and are readable by this process, and which credentials
+/// it can see. `run` reads them at connect time instead, so an unreadable
+/// one fails only its intersection.
+pub fn check_secret_files(config: &Config) -> SecretCheck {
     let lines = secret_file_lines(&config.source);
-    let mut errors = Vec::new();
+    let mut out = SecretCheck::default();
     for (i, intersection) in config.intersections.iter().enumerate() {
-        let files: Vec<(&str, &Path)> = match &intersection.auth {
+        let sources: Vec<(&str, &SecretSource)> = match &intersection.auth {
             Auth::Password(_) => Vec::new(),
-            Auth::PasswordFile(p) => vec![("password_file", p.as_path())],
-            Auth::PrivateKey {
-                path,
-                passphrase_file,
-            } => {
-                let mut v = vec![("private_key", path.as_path())];
-                if let Some(p) = passphrase_file {
-                    v.push(("passphrase_file", p.as_path()));
+            Auth::PasswordFrom(s) => vec![(s.key("password_file", "password_credential"), s)],
+            Auth::PrivateKey { key, passphrase } => {
+                let mut v = vec![(key.key("private_key", "private_key_credential"), key)];
+                if let Some(p) = passphrase {
+                    v.push((p.key("passphrase_file", "passphrase_credential"), p));
                 }
                 v
             }
         };
-        for (field, file) in files {
+        for (field, source) in sources {
+            let key = format!("intersections[{i}].{field}");
+            let file = match source.path() {
+                Ok(file) => file,
+                Err(e) => {
+                    let line = lines.get(&key).copied();
+                    match e.why {
+                        // Outside any unit: expected, a note, not an error.
+                        credentials::Unavailable::NoDirectory => {
+                            let note = ConfigError::new(
+                                &config.source,
+                                Some(key),
+                                line,
+                                format!(
+                                    "credential {name:?} cannot be seen here: ${var} is not \
+                                     set. That is expected outside the unit: systemd hands \
+                                     credentials only to v2x-data-sftp-client.service, which \
+                                     must load it (LoadCredentialEncrypted={name}:PATH in a \
+                                     drop-in), and a pass it starts reads it there",
+                                    name = e.name,
+                                    var = credentials::DIRECTORY_VARIABLE,
+                                ),
+                            );
+                            out.unseen_credentials.push(note.to_string());
+                        }
+                        // Inside a unit that loads credentials, but not this
+                        // one: a real mistake.
+                        credentials::Unavailable::NotLoaded { .. } => {
+                            out.errors.push(ConfigError::new(
+                                &config.source,
+                                Some(key),
+                                line,
+                                format!(
+                                    "{e}; intersection {:?} cannot authenticate until this is \
+                                     fixed",
+                                    intersection.name
+                                ),
+                            ));
+                        }
+                    }
+                    continue;
+                }
+            };
+            let file = file.as_path();
             if let Err(why) = check_readable_file(file) {
                 let key = format!("intersections[{i}].{field}");
                 let line = lines.get(&key).copied();
-                errors.push(ConfigError::new(
+                out.errors.push(ConfigError::new(
                     &config.source,
                     Some(key),
                     line,
@@ -256,7 +346,7 @@ pub fn check_secret_files(config: &Config) -> Vec<ConfigError> {
             }
         }
     }
-    errors
+    out
 }
 
 /// Opens the file for reading, the way the connect code will.
@@ -294,6 +384,18 @@ fn secret_file_lines(source: &Path) -> HashMap<String, usize> {
             for item in [&i.password_file, &i.private_key, &i.passphrase_file]
                 .into_iter()
                 .flatten()
+            {
+                if let Some(line) = item.line {
+                    lines.insert(item.key.clone(), line);
+                }
+            }
+            for item in [
+                &i.password_credential,
+                &i.private_key_credential,
+                &i.passphrase_credential,
+            ]
+            .into_iter()
+            .flatten()
             {
                 if let Some(line) = item.line {
                     lines.insert(item.key.clone(), line);
@@ -509,6 +611,9 @@ pub(crate) struct IntersectionDraft {
     pub password_file: Option<Item<PathBuf>>,
     pub private_key: Option<Item<PathBuf>>,
     pub passphrase_file: Option<Item<PathBuf>>,
+    pub password_credential: Option<Item<String>>,
+    pub private_key_credential: Option<Item<String>>,
+    pub passphrase_credential: Option<Item<String>>,
     pub v2x_data_location: Option<Item<String>>,
     pub compression: Option<Item<bool>>,
 }
@@ -526,6 +631,9 @@ impl IntersectionDraft {
             password_file: None,
             private_key: None,
             passphrase_file: None,
+            password_credential: None,
+            private_key_credential: None,
+            passphrase_credential: None,
             v2x_data_location: None,
             compression: None,
         }
@@ -1294,23 +1402,46 @@ fn intersections(
 
 fn auth(r: &mut Report<'_>, d: &IntersectionDraft) -> Option<Auth> {
     let mut given = Vec::new();
-    if d.password.is_some() {
-        given.push("password");
+    for (set, key) in [
+        (d.password.is_some(), "password"),
+        (d.password_file.is_some(), "password_file"),
+        (d.password_credential.is_some(), "password_credential"),
+        (d.private_key.is_some(), "private_key"),
+        (d.private_key_credential.is_some(), "private_key_credential"),
+    ] {
+        if set {
+            given.push(key);
+        }
     }
-    if d.password_file.is_some() {
-        given.push("password_file");
-    }
-    if d.private_key.is_some() {
-        given.push("private_key");
-    }
+    let has_key = d.private_key.is_some() || d.private_key_credential.is_some();
     let mut ok = true;
-    if let Some(item) = &d.passphrase_file
-        && d.private_key.is_none()
-    {
-        r.at(
-            item,
-            "is set without private_key; it only unlocks a private key, so add private_key \
-             or remove it",
+    for (item, key) in [
+        (d.passphrase_file.as_ref().map(|i| (i.key.as_str(), i.line)), "passphrase_file"),
+        (
+            d.passphrase_credential.as_ref().map(|i| (i.key.as_str(), i.line)),
+            "passphrase_credential",
+        ),
+    ] {
+        if let Some((at, line)) = item
+            && !has_key
+        {
+            r.key(
+                at,
+                line,
+                format!(
+                    "{key} is set without private_key or private_key_credential; it only \
+                     unlocks a private key, so add one or remove it"
+                ),
+            );
+            ok = false;
+        }
+    }
+    if d.passphrase_file.is_some() && d.passphrase_credential.is_some() {
+        let item = d.passphrase_credential.as_ref();
+        r.key(
+            item.map_or(d.key.as_str(), |i| i.key.as_str()),
+            item.and_then(|i| i.line),
+            "give the passphrase once: passphrase_file or passphrase_credential, not both",
         );
         ok = false;
     }
@@ -1327,6 +1458,20 @@ fn auth(r: &mut Report<'_>, d: &IntersectionDraft) -> Option<Auth> {
     let password_file = path(&d.password_file);
     let private_key = path(&d.private_key);
     let passphrase_file = path(&d.passphrase_file);
+    let mut credential = |item: &Option<Item<String>>| match item {
+        None => None,
+        Some(item) => match credentials::check_name(&item.value) {
+            Ok(()) => Some(item.value.clone()),
+            Err(why) => {
+                r.at(item, why);
+                ok = false;
+                None
+            }
+        },
+    };
+    let password_credential = credential(&d.password_credential);
+    let private_key_credential = credential(&d.private_key_credential);
+    let passphrase_credential = credential(&d.passphrase_credential);
     if given.len() != 1 {
         let found = if given.is_empty() {
             "none is set".to_string()
@@ -1337,8 +1482,8 @@ fn auth(r: &mut Report<'_>, d: &IntersectionDraft) -> Option<Auth> {
             &d.key,
             d.line,
             format!(
-                "needs exactly one way to authenticate: set one of password, password_file or \
-                 private_key ({found})"
+                "needs exactly one way to authenticate: set one of password, password_file, \
+                 password_credential, private_key or private_key_credential ({found})"
             ),
         );
         return None;
@@ -1348,22 +1493,38 @@ fn auth(r: &mut Report<'_>, d: &IntersectionDraft) -> Option<Auth> {
     {
         r.at(
             item,
-            "is empty; give the password, or use password_file or private_key",
+            "is empty; give the password, or use password_file, password_credential or \
+             private_key",
         );
         return None;
     }
     if !ok {
         return None;
     }
-    match (&d.password, password_file, private_key, passphrase_file) {
-        (Some(item), _, _, _) => Some(Auth::Password(item.value.clone())),
-        (None, Some(Some(p)), _, _) => Some(Auth::PasswordFile(p)),
-        (None, _, Some(Some(path)), Some(passphrase_file)) => Some(Auth::PrivateKey {
-            path,
-            passphrase_file,
-        }),
+    let passphrase = match (passphrase_file, passphrase_credential) {
+        (Some(Some(p)), _) => Some(SecretSource::File(p)),
+        (_, Some(name)) => Some(SecretSource::Credential(name)),
         _ => None,
+    };
+    if let Some(item) = &d.password {
+        return Some(Auth::Password(item.value.clone()));
     }
+    if let Some(Some(p)) = password_file {
+        return Some(Auth::PasswordFrom(SecretSource::File(p)));
+    }
+    if let Some(name) = password_credential {
+        return Some(Auth::PasswordFrom(SecretSource::Credential(name)));
+    }
+    if let Some(Some(p)) = private_key {
+        return Some(Auth::PrivateKey {
+            key: SecretSource::File(p),
+            passphrase,
+        });
+    }
+    private_key_credential.map(|name| Auth::PrivateKey {
+        key: SecretSource::Credential(name),
+        passphrase,
+    })
 }
 
 #[cfg(test)]
@@ -1519,10 +1680,83 @@ v2x_data_location = "/v/c"
         assert_eq!(a.v2x_data_location, "/v/a");
         assert_eq!(a.compression, Some(true));
         assert_eq!((b.port, b.compression), (22, None));
-        assert!(matches!(&b.auth, Auth::PasswordFile(p) if p == Path::new("/etc/v2x/b.pw")));
         assert!(
-            matches!(&cc.auth, Auth::PrivateKey { path, passphrase_file: Some(pp) }
-            if path == Path::new("/etc/v2x/c.key") && pp == Path::new("/etc/v2x/c.pass"))
+            matches!(&b.auth, Auth::PasswordFrom(SecretSource::File(p)) if p == Path::new("/etc/v2x/b.pw"))
+        );
+        assert!(matches!(&cc.auth, Auth::PrivateKey {
+                key: SecretSource::File(path),
+                passphrase: Some(SecretSource::File(pp)),
+            } if path == Path::new("/etc/v2x/c.key") && pp == Path::new("/etc/v2x/c.pass")));
+    }
+
+    #[test]
+    fn secrets_can_be_systemd_credentials() {
+        let f = Fixture::new();
+        let dkey = f.write("d.key", "key");
+        let body = format!(
+            "{MINIMAL}\n[[intersections]]\nname = \"b\"\nhost = \"h\"\nusername = \"u\"\n\
+             password_credential = \"b-password\"\nv2x_data_location = \"/v\"\n\n\
+             [[intersections]]\nname = \"c\"\nhost = \"h\"\nusername = \"u\"\n\
+             private_key_credential = \"c-key\"\npassphrase_credential = \"c-pass\"\n\
+             v2x_data_location = \"/v\"\n\n\
+             [[intersections]]\nname = \"d\"\nhost = \"h\"\nusername = \"u\"\n\
+             private_key = {dkey:?}\npassphrase_credential = \"d-pass\"\n\
+             v2x_data_location = \"/v\"\n"
+        );
+        let c = f.load(&body).config;
+        let credential = |n: &str| SecretSource::Credential(n.into());
+        assert!(
+            matches!(&c.intersections[1].auth, Auth::PasswordFrom(s) if *s == credential("b-password"))
+        );
+        assert!(matches!(&c.intersections[2].auth, Auth::PrivateKey { key, passphrase: Some(p) }
+            if *key == credential("c-key") && *p == credential("c-pass")));
+        assert!(matches!(&c.intersections[3].auth, Auth::PrivateKey { key: SecretSource::File(_), passphrase: Some(p) }
+            if *p == credential("d-pass")));
+
+        // Outside a unit (the test's own environment) they are notes, not
+        // errors: systemd hands credentials to the unit only.
+        if std::env::var_os(credentials::DIRECTORY_VARIABLE).is_none() {
+            let check = check_secret_files(&c);
+            assert!(check.errors.is_empty(), "{}", ConfigErrors(check.errors.clone()));
+            assert_eq!(check.unseen_credentials.len(), 4, "{:?}", check.unseen_credentials);
+            let note = &check.unseen_credentials[0];
+            assert!(note.contains("intersections[1].password_credential"), "{note}");
+            assert!(note.contains(":15:"), "names the line: {note}");
+            assert!(note.contains("\"b-password\" cannot be seen here"), "{note}");
+            assert!(note.contains("That is expected outside the unit"), "{note}");
+            assert!(note.contains("LoadCredentialEncrypted=b-password:PATH"), "{note}");
+        }
+    }
+
+    #[test]
+    fn credential_names_and_combinations_are_checked() {
+        let f = Fixture::new();
+        for (auth, key, needle) in [
+            ("password_credential = \"a/b\"", "password_credential", "plain file name"),
+            ("password_credential = \"\"", "password_credential", "is empty"),
+            (
+                "password_credential = \"p\"\npassphrase_credential = \"x\"",
+                "passphrase_credential",
+                "without private_key",
+            ),
+            (
+                "private_key_credential = \"k\"\npassphrase_credential = \"x\"\npassphrase_file = \"/x\"",
+                "passphrase_credential",
+                "not both",
+            ),
+        ] {
+            let e = f.errors(&MINIMAL.replace("password = \"secret\"", auth));
+            let e = find(&e, &format!("intersections[0].{key}"));
+            assert!(e.message.contains(needle), "{auth}: {e}");
+        }
+        let e = f.errors(&MINIMAL.replace(
+            "password = \"secret\"",
+            "password_credential = \"p\"\nprivate_key_credential = \"k\"",
+        ));
+        let e = find(&e, "intersections[0]");
+        assert!(
+            e.message.contains("found password_credential and private_key_credential"),
+            "{e}"
         );
     }
 
@@ -2082,7 +2316,7 @@ v2x_data_location = "/v"
             f.dir.path()
         );
         let c = f.load(&body).config;
-        let e = check_secret_files(&c);
+        let e = check_secret_files(&c).errors;
         assert_eq!(e.len(), 2, "{}", ConfigErrors(e.clone()));
         assert_eq!(
             e[0].key.as_deref(),
@@ -2096,7 +2330,7 @@ v2x_data_location = "/v"
         // A key file nobody may read (root reads anything, so only check otherwise).
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o000)).expect("chmod");
         if std::fs::File::open(&key).is_err() {
-            let e = check_secret_files(&c);
+            let e = check_secret_files(&c).errors;
             assert!(
                 e.iter()
                     .any(|e| e.key.as_deref() == Some("intersections[1].private_key")
