@@ -47,12 +47,25 @@ fn package_metadata_keeps_known_hosts_out_of_conffiles_and_declares_relations() 
         !assets.contains("known_hosts"),
         "known_hosts must not be shipped (postinst creates it): {assets}"
     );
-    assert!(deb["recommends"].as_str().unwrap_or("").contains("openssh-client"));
-    assert!(deb["suggests"].as_str().unwrap_or("").contains("prometheus-node-exporter"));
+    assert!(
+        deb["recommends"]
+            .as_str()
+            .unwrap_or("")
+            .contains("openssh-client")
+    );
+    assert!(
+        deb["suggests"]
+            .as_str()
+            .unwrap_or("")
+            .contains("prometheus-node-exporter")
+    );
 
     let postinst = read("debian/postinst");
     assert!(postinst.contains("KNOWN_HOSTS=/etc/v2x-data-sftp-client/known_hosts"));
-    assert!(postinst.contains("if [ ! -e \"$KNOWN_HOSTS\" ]"), "created only when missing");
+    assert!(
+        postinst.contains("if [ ! -e \"$KNOWN_HOSTS\" ]"),
+        "created only when missing"
+    );
     let postrm = read("debian/postrm");
     let purge = postrm
         .split("if [ \"$1\" = \"purge\" ]")
@@ -90,7 +103,10 @@ fn readme_is_the_operators_short_path() {
     // CI (.ci/run) runs the test command the README names.
     let head: String = readme.lines().take(15).collect::<Vec<_>>().join("\n");
     for cmd in ["tests/demo", "tests/run-all"] {
-        assert!(head.contains(&format!("    {cmd} ")), "{cmd} not among the set-up commands at the top");
+        assert!(
+            head.contains(&format!("    {cmd} ")),
+            "{cmd} not among the set-up commands at the top"
+        );
     }
     for section in [
         "## Install",
@@ -108,7 +124,12 @@ fn readme_is_the_operators_short_path() {
     ] {
         assert!(readme.contains(section), "README.md lacks {section:?}");
     }
-    for must in ["local time", "never pruned", "_v2x-data-sftp-client", "LoadCredentialEncrypted="] {
+    for must in [
+        "local time",
+        "never pruned",
+        "_v2x-data-sftp-client",
+        "LoadCredentialEncrypted=",
+    ] {
         assert!(readme.contains(must), "README.md does not say {must:?}");
     }
 }
@@ -122,7 +143,10 @@ fn docs_never_teach_a_blind_keyscan_nor_show_a_build_machine_path() {
                 "{name} appends ssh-keyscan output unchecked: {line}"
             );
             for machine in ["/work/", "/root/", "/home/runner"] {
-                assert!(!line.contains(machine), "{name} shows a build machine's path: {line}");
+                assert!(
+                    !line.contains(machine),
+                    "{name} shows a build machine's path: {line}"
+                );
             }
         }
     }
@@ -138,7 +162,10 @@ fn doc_links_point_at_files_that_exist() {
             if target.is_empty() || target.starts_with("http") {
                 continue;
             }
-            assert!(base.join(target).exists(), "{name} links to {target}, which does not exist");
+            assert!(
+                base.join(target).exists(),
+                "{name} links to {target}, which does not exist"
+            );
         }
     }
 }

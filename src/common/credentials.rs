@@ -66,7 +66,9 @@ impl std::error::Error for CredentialError {}
 /// not `.` or `..`, no NUL) of at most 255 bytes. `Err` says what is wrong.
 pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
-        return Err("is empty; give the credential's name, as in LoadCredentialEncrypted=NAME:PATH".into());
+        return Err(
+            "is empty; give the credential's name, as in LoadCredentialEncrypted=NAME:PATH".into(),
+        );
     }
     if name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(format!(
@@ -80,7 +82,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
         ));
     }
     if name.chars().any(char::is_control) {
-        return Err("contains a control character; systemd credential names are plain file names".into());
+        return Err(
+            "contains a control character; systemd credential names are plain file names".into(),
+        );
     }
     Ok(())
 }
@@ -130,8 +134,14 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains("\"sim-1-password\""), "{text}");
         assert!(text.contains("$CREDENTIALS_DIRECTORY is not set"), "{text}");
-        assert!(text.contains("LoadCredentialEncrypted=sim-1-password:PATH"), "{text}");
-        assert_eq!(path_in(Some(OsString::new()), "x").unwrap_err().why, Unavailable::NoDirectory);
+        assert!(
+            text.contains("LoadCredentialEncrypted=sim-1-password:PATH"),
+            "{text}"
+        );
+        assert_eq!(
+            path_in(Some(OsString::new()), "x").unwrap_err().why,
+            Unavailable::NoDirectory
+        );
     }
 
     #[test]
@@ -139,11 +149,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("loaded"), "pw\n").unwrap();
         let d = Some(dir.path().as_os_str().to_owned());
-        assert_eq!(path_in(d.clone(), "loaded").unwrap(), dir.path().join("loaded"));
+        assert_eq!(
+            path_in(d.clone(), "loaded").unwrap(),
+            dir.path().join("loaded")
+        );
         let e = path_in(d, "other").unwrap_err();
         assert!(matches!(e.why, Unavailable::NotLoaded { .. }));
         let text = e.to_string();
         assert!(text.contains("the unit does not load it"), "{text}");
-        assert!(text.contains("systemctl edit v2x-data-sftp-client.service"), "{text}");
+        assert!(
+            text.contains("systemctl edit v2x-data-sftp-client.service"),
+            "{text}"
+        );
     }
 }

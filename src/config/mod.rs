@@ -10,6 +10,7 @@
 
 pub mod draft;
 pub mod legacy;
+pub mod reference;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -1416,9 +1417,14 @@ fn auth(r: &mut Report<'_>, d: &IntersectionDraft) -> Option<Auth> {
     let has_key = d.private_key.is_some() || d.private_key_credential.is_some();
     let mut ok = true;
     for (item, key) in [
-        (d.passphrase_file.as_ref().map(|i| (i.key.as_str(), i.line)), "passphrase_file"),
         (
-            d.passphrase_credential.as_ref().map(|i| (i.key.as_str(), i.line)),
+            d.passphrase_file.as_ref().map(|i| (i.key.as_str(), i.line)),
+            "passphrase_file",
+        ),
+        (
+            d.passphrase_credential
+                .as_ref()
+                .map(|i| (i.key.as_str(), i.line)),
             "passphrase_credential",
         ),
     ] {
@@ -1708,23 +1714,45 @@ v2x_data_location = "/v/c"
         assert!(
             matches!(&c.intersections[1].auth, Auth::PasswordFrom(s) if *s == credential("b-password"))
         );
-        assert!(matches!(&c.intersections[2].auth, Auth::PrivateKey { key, passphrase: Some(p) }
-            if *key == credential("c-key") && *p == credential("c-pass")));
-        assert!(matches!(&c.intersections[3].auth, Auth::PrivateKey { key: SecretSource::File(_), passphrase: Some(p) }
-            if *p == credential("d-pass")));
+        assert!(
+            matches!(&c.intersections[2].auth, Auth::PrivateKey { key, passphrase: Some(p) }
+            if *key == credential("c-key") && *p == credential("c-pass"))
+        );
+        assert!(
+            matches!(&c.intersections[3].auth, Auth::PrivateKey { key: SecretSource::File(_), passphrase: Some(p) }
+            if *p == credential("d-pass"))
+        );
 
         // Outside a unit (the test's own environment) they are notes, not
         // errors: systemd hands credentials to the unit only.
         if std::env::var_os(credentials::DIRECTORY_VARIABLE).is_none() {
             let check = check_secret_files(&c);
-            assert!(check.errors.is_empty(), "{}", ConfigErrors(check.errors.clone()));
-            assert_eq!(check.unseen_credentials.len(), 4, "{:?}", check.unseen_credentials);
+            assert!(
+                check.errors.is_empty(),
+                "{}",
+                ConfigErrors(check.errors.clone())
+            );
+            assert_eq!(
+                check.unseen_credentials.len(),
+                4,
+                "{:?}",
+                check.unseen_credentials
+            );
             let note = &check.unseen_credentials[0];
-            assert!(note.contains("intersections[1].password_credential"), "{note}");
+            assert!(
+                note.contains("intersections[1].password_credential"),
+                "{note}"
+            );
             assert!(note.contains(":15:"), "names the line: {note}");
-            assert!(note.contains("\"b-password\" cannot be seen here"), "{note}");
+            assert!(
+                note.contains("\"b-password\" cannot be seen here"),
+                "{note}"
+            );
             assert!(note.contains("That is expected outside the unit"), "{note}");
-            assert!(note.contains("LoadCredentialEncrypted=b-password:PATH"), "{note}");
+            assert!(
+                note.contains("LoadCredentialEncrypted=b-password:PATH"),
+                "{note}"
+            );
         }
     }
 
@@ -1732,8 +1760,16 @@ v2x_data_location = "/v/c"
     fn credential_names_and_combinations_are_checked() {
         let f = Fixture::new();
         for (auth, key, needle) in [
-            ("password_credential = \"a/b\"", "password_credential", "plain file name"),
-            ("password_credential = \"\"", "password_credential", "is empty"),
+            (
+                "password_credential = \"a/b\"",
+                "password_credential",
+                "plain file name",
+            ),
+            (
+                "password_credential = \"\"",
+                "password_credential",
+                "is empty",
+            ),
             (
                 "password_credential = \"p\"\npassphrase_credential = \"x\"",
                 "passphrase_credential",
@@ -1755,7 +1791,8 @@ v2x_data_location = "/v/c"
         ));
         let e = find(&e, "intersections[0]");
         assert!(
-            e.message.contains("found password_credential and private_key_credential"),
+            e.message
+                .contains("found password_credential and private_key_credential"),
             "{e}"
         );
     }
