@@ -245,7 +245,7 @@ pub const KEYS: &[KeyDoc] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::draft::{RawConfig, RawIntersection, RawStatus, RawTransfer};
+    use crate::config::toml_file::{RawConfig, RawIntersection, RawStatus, RawTransfer};
     use serde::Deserialize;
     use serde::de::{self, Deserializer, Visitor};
 
