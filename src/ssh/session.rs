@@ -456,11 +456,12 @@ fn authenticate(session: &Session, ix: &Intersection, display: &str) -> Result<(
             session.userauth_password(&ix.username, &password)
         }
         Auth::PrivateKey { key, passphrase } => {
+            // The key first: its credential is the one to name when none is there.
+            let path = secret_path(key)?;
             let passphrase = passphrase
                 .as_ref()
                 .map(|p| read_secret_file(&secret_path(p)?))
                 .transpose()?;
-            let path = secret_path(key)?;
             // libssh2 opens the key itself, and would block on a FIFO.
             crate::common::secret::open_secret_file(&path).map_err(|source| {
                 RemoteError::SecretFile {
