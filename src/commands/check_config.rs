@@ -62,7 +62,13 @@ pub fn probe_all(
         thread::scope(|scope| {
             let handles: Vec<_> = chunk
                 .iter()
-                .map(|ix| scope.spawn(move || probe(config, known, ix)))
+                .map(|ix| {
+                    scope.spawn(move || {
+                        let _span =
+                            tracing::info_span!("intersection", intersection = %ix.name).entered();
+                        probe(config, known, ix)
+                    })
+                })
                 .collect();
             for (h, ix) in handles.into_iter().zip(chunk) {
                 out.push(h.join().unwrap_or_else(|_| Probe {

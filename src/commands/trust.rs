@@ -103,6 +103,8 @@ fn fetch_all(config: &Config, intersections: &[Intersection]) -> Vec<Result<Host
                 .map(|ix| {
                     let known = &known;
                     scope.spawn(move || {
+                        let _span =
+                            tracing::info_span!("intersection", intersection = %ix.name).entered();
                         let types = match known {
                             Ok(k) => k.key_types_for(&ix.host, ix.port),
                             Err(_) => Vec::new(),

@@ -730,13 +730,17 @@ impl CommitPool {
         let (done_tx, done) = mpsc::channel();
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
         let tag = crate::common::fault::Tag::current();
+        // The caller's span (the intersection's): what a commit thread logs
+        // carries the same INTERSECTION= as the rest of its records.
+        let span = tracing::Span::current();
         let mut workers = Vec::new();
         for _ in 0..threads.max(1) {
-            let (rx, tx, tag) = (jobs_rx.clone(), done_tx.clone(), tag.clone());
+            let (rx, tx, tag, span) = (jobs_rx.clone(), done_tx.clone(), tag.clone(), span.clone());
             let busy = Arc::new(AtomicUsize::new(IDLE));
             let mark = busy.clone();
             let spawned = thread::Builder::new().name("commit".into()).spawn(move || {
                 tag.adopt();
+                let _entered = span.enter();
                 loop {
                     // Marked busy before the queue is unlocked: from then on
                     // the job is this worker's, and so is its death.

@@ -166,6 +166,7 @@ mod tests {
             },
             last_success: last,
             rtt_ms: None,
+            stopped_by: None,
         };
         RunReport {
             started: 1_700_000_000,

@@ -5,6 +5,12 @@
 //! folder fsync) so `status` never reads half a report, and it carries each
 //! intersection's last success forward from the previous report, so an
 //! intersection that keeps failing still shows when it last worked.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | this file | [`RunReport`], the state file, the `status` table and JSON |
+//! | [`metrics`] | the Prometheus node_exporter textfile |
+//! | [`progress`] | running totals, and the progress bar of `run` on a terminal |
 
 pub mod metrics;
 pub mod progress;
@@ -78,6 +84,11 @@ pub struct IntersectionReport {
     /// left to the link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<f64>,
+    /// What ended the intersection early, as a short stable name
+    /// (`deadline`, `host-key`, `disk-space`, ...; the message is in
+    /// `errors`), for scripts and alert rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -369,6 +380,7 @@ mod tests {
             errors: vec![],
             last_success: last,
             rtt_ms: None,
+            stopped_by: None,
         }
     }
 

@@ -85,6 +85,18 @@ impl RemoteError {
             RemoteError::Refused { .. } => Disposition::SkipFile,
         }
     }
+
+    /// A short, stable name for reports and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RemoteError::Resolve { .. } | RemoteError::Connect { .. } => "unreachable",
+            RemoteError::Handshake { .. } | RemoteError::Session(_) => "connection",
+            RemoteError::HostKey(_) => "host-key",
+            RemoteError::Auth { .. } => "authentication",
+            RemoteError::SecretFile { .. } => "credentials",
+            RemoteError::Refused { .. } => "refused",
+        }
+    }
 }
 
 /// What a listing entry is. Only `File` and `Dir` are ever acted on.
@@ -200,7 +212,6 @@ pub fn connect_adaptive(
         // Compressing a fast link wastes the coprocessor's CPU; not
         // compressing a slow one wastes the night.
         tracing::info!(
-            intersection = %ix.name,
             rtt_ms = rtt.as_millis() as u64,
             compression = slow,
             "the link's round trip contradicts the first guess: reconnecting"
@@ -271,7 +282,6 @@ fn connect_with(
     let sftp = SftpChannel::start(&session)?;
     // Where a slow start goes, for whoever reads the debug log of a link.
     tracing::debug!(
-        intersection = %ix.name,
         compression = compress,
         handshake_ms = handshake.as_millis() as u64,
         authenticated_ms = authenticated.as_millis() as u64,

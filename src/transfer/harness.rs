@@ -6,11 +6,12 @@ use std::path::PathBuf;
 
 use crate::common::secret::Secret;
 use crate::config::{Auth, Config, DEFAULT_ELEMENTS, DEFAULT_STALE_AFTER, Intersection, Transfer};
+use crate::error::Disposition;
 use crate::landing::Lander;
 use crate::report::IntersectionReport;
 use crate::report::progress::Progress;
 use crate::transfer::Control;
-use crate::transfer::engine::{Ctx, Engine, Stop};
+use crate::transfer::engine::{Ctx, Engine};
 
 use crate::ssh::sftp::scripted::Scripted;
 
@@ -99,10 +100,10 @@ impl Harness {
         };
         let result = Engine::new(&ctx, server, &mut self.lander, &mut report)
             .run()
-            .map_err(|s| match s {
-                Stop::Reconnect(why) => format!("reconnect: {why}"),
-                Stop::Fatal(why) => format!("fatal: {why}"),
-                Stop::Cancelled => "cancelled".into(),
+            .map_err(|s| match s.disposition {
+                _ if s.is_cancelled() => "cancelled".into(),
+                Disposition::Reconnect => format!("reconnect: {s}"),
+                _ => format!("fatal: {s}"),
             });
         Outcome { result, report }
     }

@@ -20,6 +20,7 @@ pub mod harness;
 pub mod pass;
 pub mod plan;
 pub mod rules;
+pub mod stop;
 
 /// What the caller lets a pass know and do while it runs.
 pub struct Control {

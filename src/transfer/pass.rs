@@ -25,19 +25,20 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tracing::{error, info, warn};
+use tracing::{error, info, info_span, warn};
 
 use crate::common::clock::unix_now;
 use crate::common::fault;
 use crate::config::{Config, Intersection};
-use crate::error::{Disposition, panic_message};
+use crate::error::panic_message;
 use crate::landing::{self, Lander};
 use crate::report::progress::Progress;
 use crate::report::{IntersectionReport, Outcome, RunReport};
 use crate::ssh::known_hosts::KnownHosts;
 use crate::ssh::session::{self, Interrupter, Remote};
 use crate::transfer::Control;
-use crate::transfer::engine::{Ctx, Engine, Stop};
+use crate::transfer::engine::{Ctx, Engine};
+use crate::transfer::stop::{Cause, Stop};
 
 /// Runs one pass over `intersections` and returns its report.
 pub fn run(
@@ -112,6 +113,7 @@ impl IntersectionReport {
             errors: Vec::new(),
             last_success: None,
             rtt_ms: None,
+            stopped_by: None,
         }
     }
 
@@ -126,8 +128,8 @@ impl IntersectionReport {
 /// One intersection's run, a panic in it (a bug) caught: the intersection
 /// fails with what its report held so far (files already landed and
 /// removed stay counted) and the message, and the pass goes on. Nothing
-/// more is deleted: the panic unwinds out of the pipeline before its next
-/// remove request, and dropping the pipeline only finishes local commits.
+/// more is deleted: the panic unwinds out of the engine before its next
+/// remove request, and dropping the engine only finishes local commits.
 fn run_guarded(
     config: &Config,
     known: &KnownHosts,
@@ -136,17 +138,19 @@ fn run_guarded(
     progress: &Progress,
 ) -> IntersectionReport {
     fault::Tag::set(&ix.name);
+    // Every record of this intersection, from this thread, its commit
+    // threads and its watchdog, carries INTERSECTION= in the journal.
+    let span = info_span!("intersection", intersection = %ix.name);
+    let _entered = span.enter();
     let mut run = IntersectionRun::new(config, known, ix, control, progress);
     // Unwind safety: after a panic only the report is used, plain data
     // that is whole between any two statements.
     if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run.run())) {
-        let why = format!(
-            "internal error (a bug, please report it): {}",
-            panic_message(payload.as_ref())
-        );
-        error!(intersection = %ix.name, "{why}; its remote data is kept");
+        let cause = Cause::Panic(panic_message(payload.as_ref()).to_string());
+        error!("{cause}; its remote data is kept");
         run.report.outcome = Outcome::Failed;
-        run.report.errors.push(why);
+        run.report.stopped_by = Some(cause.kind().to_string());
+        run.report.errors.push(cause.to_string());
         run.finish();
     }
     run.report
@@ -192,64 +196,55 @@ impl<'a> IntersectionRun<'a> {
 
     /// Runs the intersection; the outcome is in `self.report`.
     fn run(&mut self) {
-        let name = self.ix.name.clone();
-        info!(intersection = %name, host = %self.ix.host, "starting");
+        info!(host = %self.ix.host, "starting");
         let t = &self.config.transfer;
         let mut attempt: u32 = 0;
         let outcome = loop {
-            if self.control.cancel.load(Ordering::SeqCst) {
-                break Err(Stop::Cancelled);
-            }
-            if self.watchdog.expired() {
-                break Err(self.deadline_stop());
+            if let Some(stop) = self.interrupted() {
+                break Err(stop);
             }
             let result =
                 session::connect_adaptive(self.ix, self.known, t, &|i| self.watchdog.watch(i))
-                    .map_err(|e| match e.disposition() {
-                        Disposition::Reconnect => Stop::Reconnect(e.to_string()),
-                        _ => Stop::Fatal(e.to_string()),
-                    })
+                    .map_err(|e| Stop::from(Cause::Session(e)))
                     .and_then(|(mut remote, rtt)| {
                         if let Some(rtt) = rtt {
                             self.report.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
                         }
                         let result = self.transfer(&mut remote);
-                        if matches!(result, Err(Stop::Reconnect(_))) {
+                        if result.as_ref().is_err_and(Stop::reconnects) {
                             remote.abandon();
                         }
                         result
                     });
-            let why = match result {
-                Err(Stop::Reconnect(why)) => why,
+            let broken = match result {
+                Err(stop) if stop.reconnects() => stop,
                 other => break other,
             };
-            if self.control.cancel.load(Ordering::SeqCst) {
-                break Err(Stop::Cancelled);
-            }
-            if self.watchdog.expired() {
-                break Err(self.deadline_stop());
+            if let Some(stop) = self.interrupted() {
+                break Err(stop);
             }
             attempt += 1;
             if attempt > t.retries {
-                break Err(Stop::Fatal(format!(
-                    "{why} (gave up after {} attempts; transfer.retries = {})",
-                    attempt, t.retries
-                )));
+                break Err(Cause::GaveUp {
+                    last: Box::new(broken.cause),
+                    attempts: attempt,
+                    retries: t.retries,
+                }
+                .into());
             }
             let wait = t.retry_backoff.saturating_mul(1 << (attempt - 1).min(10));
-            warn!(intersection = %name, attempt, retry_in = ?wait, "{why}; retrying");
+            warn!(attempt, retry_in = ?wait, "{broken}; retrying");
             // Woken early by cancellation or the deadline: the loop top says which.
             self.watchdog.sleep(wait);
         };
-        match outcome {
-            Ok(()) => {}
-            Err(Stop::Cancelled) => {
+        if let Err(stop) = outcome {
+            self.report.stopped_by = Some(stop.cause.kind().to_string());
+            if stop.is_cancelled() {
                 self.report.outcome = Outcome::Cancelled;
-                warn!(intersection = %name, "stopped by a signal; what was not landed stays on the coprocessor");
-            }
-            Err(Stop::Fatal(why)) | Err(Stop::Reconnect(why)) => {
-                error!(intersection = %name, "{why}; its remote data is kept");
-                self.report.errors.push(why);
+                warn!("stopped by a signal; what was not landed stays on the coprocessor");
+            } else {
+                error!("{stop}; its remote data is kept");
+                self.report.errors.push(stop.to_string());
             }
         }
         self.finish();
@@ -257,7 +252,6 @@ impl<'a> IntersectionRun<'a> {
 
     /// Settles the report's outcome and duration, and logs the summary.
     fn finish(&mut self) {
-        let name = &self.ix.name;
         if self.report.outcome == Outcome::Ok && !self.report.errors.is_empty() {
             self.report.outcome = Outcome::Failed;
         }
@@ -267,7 +261,6 @@ impl<'a> IntersectionRun<'a> {
         }
         let r = &self.report;
         info!(
-            intersection = %name,
             result = r.outcome.as_str(),
             files = r.files,
             bytes = r.bytes,
@@ -278,24 +271,27 @@ impl<'a> IntersectionRun<'a> {
         );
     }
 
-    fn deadline_stop(&self) -> Stop {
-        Stop::Fatal(format!(
-            "intersection deadline of {} passed (transfer.intersection_deadline)",
-            humantime::format_duration(self.config.transfer.intersection_deadline)
-        ))
+    /// A signal or the deadline, if either has come.
+    fn interrupted(&self) -> Option<Stop> {
+        if self.control.cancel.load(Ordering::SeqCst) {
+            return Some(Stop::cancelled());
+        }
+        self.watchdog
+            .expired()
+            .then(|| Cause::Deadline(self.config.transfer.intersection_deadline).into())
     }
 
     /// One connected attempt: everything in `archive/`.
     fn transfer(&mut self, remote: &mut Remote) -> Result<(), Stop> {
         // Created here, not by the package alone: a data_directory moved in
         // the config starts empty, and min_free_space guards the disk it is on.
-        landing::create_dir_durably(&self.data_root).map_err(|e| Stop::Fatal(e.to_string()))?;
         // The element folders first: a remote file named like one (`spat`)
-        // then lands beside it as `spat.conflict-1` instead of taking the
+        // then lands beside it under another name instead of taking the
         // name and blocking that element for good.
-        for element in &self.config.elements {
-            landing::create_dir_durably(&self.data_root.join(element))
-                .map_err(|e| Stop::Fatal(e.to_string()))?;
+        let folders = std::iter::once(self.data_root.clone())
+            .chain(self.config.elements.iter().map(|e| self.data_root.join(e)));
+        for folder in folders {
+            landing::create_dir_durably(&folder).map_err(Cause::DataDirectory)?;
         }
         let ctx = Ctx {
             ix: self.ix,
@@ -307,7 +303,7 @@ impl<'a> IntersectionRun<'a> {
         // Skipped entries are listed again on a reconnect; report them once.
         let skipped_before = self.report.skipped.len();
         let result = Engine::new(&ctx, remote.channel(), &mut self.lander, &mut self.report).run();
-        if matches!(result, Err(Stop::Reconnect(_))) {
+        if result.as_ref().is_err_and(Stop::reconnects) {
             self.report.skipped.truncate(skipped_before);
         }
         result

@@ -93,7 +93,13 @@ pub fn plan_all(
         thread::scope(|scope| {
             let handles: Vec<_> = chunk
                 .iter()
-                .map(|ix| scope.spawn(move || plan(config, known, ix, cancel)))
+                .map(|ix| {
+                    scope.spawn(move || {
+                        let _span =
+                            tracing::info_span!("intersection", intersection = %ix.name).entered();
+                        plan(config, known, ix, cancel)
+                    })
+                })
                 .collect();
             for (h, ix) in handles.into_iter().zip(chunk) {
                 plans.push(h.join().unwrap_or_else(|_| Plan {

@@ -376,20 +376,15 @@ fn many_files_in_a_row_that_cannot_land_stop_the_intersection() {
     let mut server = scripted(&h);
     let root = h.data_root();
     fs::create_dir_all(&root).unwrap();
+    // The element folder is a file: every SPaT file fails to land
+    // (ENOTDIR), each a failure of its own, none a full disk.
+    fs::write(root.join("spat"), b"not a folder").unwrap();
     for i in 0..12 {
         server.file_at(
-            &format!("{ARCHIVE}/S/n{i:02}.txt"),
+            &format!("{ARCHIVE}/S/S1_spatLog_{i:02}.csv"),
             b"remote",
             1_600_000_000 + i,
         );
-        for n in 0..1000 {
-            let name = if n == 0 {
-                format!("n{i:02}.txt")
-            } else {
-                format!("n{i:02}.conflict-{n}.txt")
-            };
-            fs::write(root.join(name), b"local").unwrap();
-        }
     }
     let o = h.run(&mut server);
     let err = o.result.unwrap_err();
