@@ -93,7 +93,7 @@ impl RemoteError {
             RemoteError::Handshake { .. } | RemoteError::Session(_) => "connection",
             RemoteError::HostKey(_) => "host-key",
             RemoteError::Auth { .. } => "authentication",
-            RemoteError::SecretFile { .. } => "credentials",
+            RemoteError::SecretFile { .. } | RemoteError::Credential(_) => "credentials",
             RemoteError::Refused { .. } => "refused",
         }
     }
