@@ -604,7 +604,7 @@ fn completions_for_bash_zsh_and_fish() {
 }
 
 // ---------------------------------------------------------------------------
-// The README's "Operator's day": real output, printed by
+// docs/operator-examples.md: real output, printed by
 // `cargo test --test operator -- --ignored --nocapture operator_day`.
 // ---------------------------------------------------------------------------
 
@@ -636,7 +636,7 @@ fn screen_text(raw: &str) -> String {
 }
 
 #[test]
-#[ignore = "prints the README's operator examples"]
+#[ignore = "prints docs/operator-examples.md's output"]
 fn operator_day() {
     let show = |title: &str, out: &Output| {
         println!("\n$ {title}");

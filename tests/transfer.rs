@@ -262,6 +262,69 @@ fn key_and_password_file_authentication() {
     assert_landed(&client.data_dir(), "pwfile", &tree2.manifest());
 }
 
+/// systemd credentials: what a unit with `LoadCredentialEncrypted=` gives
+/// the pass is a folder named by `$CREDENTIALS_DIRECTORY` holding one file
+/// per credential. A password, and a private key with its passphrase, come
+/// from there; the same config run without the variable fails both
+/// intersections, naming the credential, and lands nothing.
+#[test]
+fn password_and_key_from_systemd_credentials() {
+    let key = ClientKey::generate(Some("key pass phrase"));
+    let sshd = Sshd::start(SshdOptions::default().authorize(&key));
+    let (mut t1, mut t2) = (RemoteTree::new(), RemoteTree::new());
+    one_session(&mut t1);
+    one_session(&mut t2);
+    let mut client = Client::new();
+    let mut pw = Site::new("pw", &sshd, &t1);
+    pw.auth = TestAuth::PasswordCredential("pw-password".into());
+    client.add(pw, &sshd);
+    let mut k = Site::new("key", &sshd, &t2);
+    k.auth = TestAuth::KeyCredential("key-key".into(), Some("key-pass".into()));
+    client.add_untrusted(k);
+    client.write();
+
+    let without = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(client.config_path())
+        .arg("run")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .expect("run");
+    assert_exit(&without, 1);
+    let err = stderr(&without);
+    for name in ["pw-password", "key-key"] {
+        assert!(
+            err.contains(&format!("credential \"{name}\" is not available")),
+            "{err}"
+        );
+    }
+    assert_eq!(t1.remaining_files().len(), t1.manifest().len());
+
+    let creds = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        creds.path().join("pw-password"),
+        format!("{TEST_PASSWORD}\n"),
+    )
+    .unwrap();
+    std::fs::copy(key.private_path(), creds.path().join("key-key")).unwrap();
+    std::fs::write(creds.path().join("key-pass"), "key pass phrase\n").unwrap();
+    let with = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(client.config_path())
+        .arg("run")
+        .env("CREDENTIALS_DIRECTORY", creds.path())
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .expect("run");
+    assert_exit(&with, 0);
+    assert_landed(&client.data_dir(), "pw", &t1.manifest());
+    assert_landed(&client.data_dir(), "key", &t2.manifest());
+    assert!(!stderr(&with).contains(TEST_PASSWORD), "{}", stderr(&with));
+}
+
 #[test]
 fn unreadable_password_file_fails_only_its_intersection() {
     let sshd = Sshd::start_default();

@@ -9,6 +9,7 @@
 //! | `status` | [`status`] |
 //! | `trust` | [`trust`] |
 //! | `completions` | [`completions`] |
+//! | `man` | [`man`] |
 
 use crate::cli::{Cli, Command};
 use crate::config::{self, Config, ConfigErrors, Intersection};
@@ -18,6 +19,7 @@ pub mod check_config;
 pub mod completions;
 pub mod dry_run;
 pub mod import_legacy;
+pub mod man;
 pub mod run;
 pub mod status;
 pub mod trust;
@@ -61,6 +63,7 @@ pub fn dispatch(cli: &Cli) -> Exit {
             Ok(trust::command(&config, &selected, *yes))
         }),
         Command::Completions { shell } => Ok(completions::command(*shell)),
+        Command::Man => Ok(man::command()),
     };
     result.unwrap_or_else(|early| early)
 }

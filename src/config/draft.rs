@@ -119,6 +119,9 @@ pub(crate) struct IntersectionDraft {
     pub password_file: Option<Item<PathBuf>>,
     pub private_key: Option<Item<PathBuf>>,
     pub passphrase_file: Option<Item<PathBuf>>,
+    pub password_credential: Option<Item<String>>,
+    pub private_key_credential: Option<Item<String>>,
+    pub passphrase_credential: Option<Item<String>>,
     pub v2x_data_location: Option<Item<String>>,
     pub compression: Option<Item<bool>>,
 }
@@ -136,6 +139,9 @@ impl IntersectionDraft {
             password_file: None,
             private_key: None,
             passphrase_file: None,
+            password_credential: None,
+            private_key_credential: None,
+            passphrase_credential: None,
             v2x_data_location: None,
             compression: None,
         }

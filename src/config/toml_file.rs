@@ -80,6 +80,10 @@ pub struct RawIntersection {
     pub password_file: Option<Spanned<String>>,
     pub private_key: Option<Spanned<String>>,
     pub passphrase_file: Option<Spanned<String>>,
+    /// systemd credential names (`$CREDENTIALS_DIRECTORY/<name>`).
+    pub password_credential: Option<Spanned<String>>,
+    pub private_key_credential: Option<Spanned<String>>,
+    pub passphrase_credential: Option<Spanned<String>>,
     pub v2x_data_location: Option<Spanned<String>>,
     #[serde(rename = "v2x-data_location")]
     pub v2x_data_location_legacy: Option<Spanned<String>>,
@@ -310,6 +314,15 @@ impl Converter<'_> {
         d.passphrase_file = raw
             .passphrase_file
             .map(|s| self.path(s, d.field("passphrase_file")));
+        d.password_credential = raw
+            .password_credential
+            .map(|s| self.item(s, d.field("password_credential")));
+        d.private_key_credential = raw
+            .private_key_credential
+            .map(|s| self.item(s, d.field("private_key_credential")));
+        d.passphrase_credential = raw
+            .passphrase_credential
+            .map(|s| self.item(s, d.field("passphrase_credential")));
         d.v2x_data_location = self.one_of(
             &d,
             raw.v2x_data_location,

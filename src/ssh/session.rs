@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use ssh2::{HostKeyType, MethodType, Session};
 
-use crate::config::{Auth, Intersection, Transfer};
+use crate::common::credentials::CredentialError;
+use crate::config::{Auth, Intersection, SecretSource, Transfer};
 use crate::error::Disposition;
 use crate::ssh::known_hosts::{self, KnownHosts, Verdict};
 use crate::ssh::sftp::{Attrs, Response, SftpChannel, SftpError, status};
@@ -52,6 +53,9 @@ pub enum RemoteError {
     },
     #[error("cannot read {path}: {source} (check its owner and mode)")]
     SecretFile { path: PathBuf, source: io::Error },
+    /// A `*_credential` the unit does not hand to this process.
+    #[error("{0}")]
+    Credential(CredentialError),
     /// The server answered a request about `path` with an error status.
     #[error("SFTP {op} {path:?}: {detail}")]
     Refused {
@@ -73,9 +77,10 @@ impl RemoteError {
             | RemoteError::Connect { .. }
             | RemoteError::Handshake { .. }
             | RemoteError::Session(_) => Disposition::Reconnect,
-            RemoteError::HostKey(_) | RemoteError::Auth { .. } | RemoteError::SecretFile { .. } => {
-                Disposition::StopIntersection
-            }
+            RemoteError::HostKey(_)
+            | RemoteError::Auth { .. }
+            | RemoteError::SecretFile { .. }
+            | RemoteError::Credential(_) => Disposition::StopIntersection,
             // The server answered about this path: the session is fine, the file is not.
             RemoteError::Refused { .. } => Disposition::SkipFile,
         }
@@ -88,7 +93,7 @@ impl RemoteError {
             RemoteError::Handshake { .. } | RemoteError::Session(_) => "connection",
             RemoteError::HostKey(_) => "host-key",
             RemoteError::Auth { .. } => "authentication",
-            RemoteError::SecretFile { .. } => "credentials",
+            RemoteError::SecretFile { .. } | RemoteError::Credential(_) => "credentials",
             RemoteError::Refused { .. } => "refused",
         }
     }
@@ -476,26 +481,25 @@ fn authenticate(session: &Session, ix: &Intersection, display: &str) -> Result<(
     // libssh2 messages name the method, never the secret.
     let result = match &ix.auth {
         Auth::Password(secret) => session.userauth_password(&ix.username, secret.expose()),
-        Auth::PasswordFile(path) => {
-            let password = read_secret_file(path)?;
+        Auth::PasswordFrom(source) => {
+            let password = read_secret_file(&secret_path(source)?)?;
             session.userauth_password(&ix.username, &password)
         }
-        Auth::PrivateKey {
-            path,
-            passphrase_file,
-        } => {
-            let passphrase = passphrase_file
-                .as_deref()
-                .map(read_secret_file)
+        Auth::PrivateKey { key, passphrase } => {
+            // The key first: its credential is the one to name when none is there.
+            let path = secret_path(key)?;
+            let passphrase = passphrase
+                .as_ref()
+                .map(|p| read_secret_file(&secret_path(p)?))
                 .transpose()?;
             // libssh2 opens the key itself, and would block on a FIFO.
-            crate::common::secret::open_secret_file(path).map_err(|source| {
+            crate::common::secret::open_secret_file(&path).map_err(|source| {
                 RemoteError::SecretFile {
                     path: path.clone(),
                     source,
                 }
             })?;
-            session.userauth_pubkey_file(&ix.username, None, path, passphrase.as_deref())
+            session.userauth_pubkey_file(&ix.username, None, &path, passphrase.as_deref())
         }
     };
     result.map_err(|e| auth_err(e.message().to_string()))?;
@@ -503,6 +507,13 @@ fn authenticate(session: &Session, ix: &Intersection, display: &str) -> Result<(
         return Err(auth_err("the server did not accept the credentials".into()));
     }
     Ok(())
+}
+
+/// The file a secret is read from; a credential this process cannot see
+/// (no `$CREDENTIALS_DIRECTORY`, or the unit does not load it) stops the
+/// intersection with what to add to the unit.
+fn secret_path(source: &SecretSource) -> Result<PathBuf, RemoteError> {
+    source.path().map_err(RemoteError::Credential)
 }
 
 /// A password or passphrase file's first line, without its line ending.
