@@ -16,6 +16,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::algorithms::{self, Algorithms};
 use crate::secret::Secret;
 
 /// Where the package puts the config; `--config` overrides it.
@@ -84,6 +85,8 @@ pub struct Transfer {
     /// Names one pass lists in one intersection's `archive/` at most: a
     /// listing that never ends must not grow the process without bound.
     pub max_listed_entries: u64,
+    /// SSH algorithms offered, in order ([`crate::algorithms`]).
+    pub algorithms: Algorithms,
 }
 
 /// A generous bound: a year of MMITSS sessions is some ten thousand files,
@@ -102,6 +105,7 @@ impl Default for Transfer {
             min_age: Duration::from_secs(120),
             min_free_bytes: 1 << 30,
             max_listed_entries: DEFAULT_MAX_LISTED_ENTRIES,
+            algorithms: Algorithms::default(),
         }
     }
 }
@@ -494,6 +498,9 @@ pub(crate) struct TransferDraft {
     pub min_age: Option<Item<String>>,
     pub min_free_space: Option<Item<SizeInput>>,
     pub max_listed_entries: Option<Item<i64>>,
+    pub ciphers: Option<Item<Vec<Item<String>>>>,
+    pub macs: Option<Item<Vec<Item<String>>>>,
+    pub kex_algorithms: Option<Item<Vec<Item<String>>>>,
 }
 
 pub(crate) struct IntersectionDraft {
@@ -1105,7 +1112,83 @@ fn transfer(r: &mut Report<'_>, t: &TransferDraft) -> Transfer {
             ),
         }
     }
+    for (kind, item, slot) in [
+        (
+            algorithms::Kind::Cipher,
+            &t.ciphers,
+            &mut out.algorithms.ciphers,
+        ),
+        (algorithms::Kind::Mac, &t.macs, &mut out.algorithms.macs),
+        (
+            algorithms::Kind::Kex,
+            &t.kex_algorithms,
+            &mut out.algorithms.kex,
+        ),
+    ] {
+        if let Some(item) = item
+            && let Some(list) = algorithm_list(r, kind, item)
+        {
+            *slot = list;
+        }
+    }
     out
+}
+
+/// An ordered list of SSH algorithm names, each one this build supports.
+fn algorithm_list(
+    r: &mut Report<'_>,
+    kind: algorithms::Kind,
+    item: &Item<Vec<Item<String>>>,
+) -> Option<Vec<String>> {
+    let defaults = match kind {
+        algorithms::Kind::Cipher => algorithms::DEFAULT_CIPHERS,
+        algorithms::Kind::Mac => algorithms::DEFAULT_MACS,
+        algorithms::Kind::Kex => algorithms::DEFAULT_KEX,
+    };
+    if item.value.is_empty() {
+        r.at(
+            item,
+            format!(
+                "is empty; list at least one, most preferred first, or remove the key to use \
+                 the measured default ({})",
+                defaults.join(", ")
+            ),
+        );
+        return None;
+    }
+    let supported = algorithms::supported(kind);
+    let mut ok = true;
+    let mut seen: HashMap<&str, Option<usize>> = HashMap::new();
+    for e in &item.value {
+        if let Some(supported) = &supported
+            && !supported.contains(&e.value.as_str())
+        {
+            r.at(
+                e,
+                format!(
+                    "{:?} is not an algorithm this client supports; it supports: {}",
+                    e.value,
+                    supported.join(", ")
+                ),
+            );
+            ok = false;
+        } else if let Some(first) = seen.get(e.value.as_str()) {
+            r.at(
+                e,
+                format!(
+                    "{:?} is listed twice{}; remove one",
+                    e.value,
+                    first
+                        .map(|l| format!(" (first on line {l})"))
+                        .unwrap_or_default()
+                ),
+            );
+            ok = false;
+        } else {
+            seen.insert(&e.value, e.line);
+        }
+    }
+    ok.then(|| item.value.iter().map(|e| e.value.clone()).collect())
 }
 
 /// A required key of an intersection, or an error naming it.
@@ -1450,6 +1533,9 @@ retry_backoff = "1m"
 min_age = "0s"
 min_free_space = "500MB"
 max_listed_entries = 50000
+ciphers = ["aes256-gcm@openssh.com", "aes128-ctr"]
+macs = ["hmac-sha2-512-etm@openssh.com"]
+kex_algorithms = ["ecdh-sha2-nistp256", "curve25519-sha256"]
 
 [[intersections]]
 name = "a"
@@ -1501,6 +1587,11 @@ v2x_data_location = "/v/c"
                 min_age: Duration::ZERO,
                 min_free_bytes: 500_000_000,
                 max_listed_entries: 50_000,
+                algorithms: Algorithms {
+                    ciphers: vec!["aes256-gcm@openssh.com".into(), "aes128-ctr".into()],
+                    macs: vec!["hmac-sha2-512-etm@openssh.com".into()],
+                    kex: vec!["ecdh-sha2-nistp256".into(), "curve25519-sha256".into()],
+                },
             }
         );
         let [a, b, cc] = c.intersections.as_slice() else {
@@ -1853,6 +1944,33 @@ v2x_data_location = "/v/c"
                 hour: 7,
                 minute: 30
             })
+        );
+    }
+
+    #[test]
+    fn algorithm_lists_are_checked_against_what_the_client_supports() {
+        let f = Fixture::new();
+        let e = f.errors(&format!(
+            "{MINIMAL}\n[transfer]\nciphers = [\"aes128-ctr\", \"aes128-cbc-typo\", \"aes128-ctr\"]\n\
+             macs = []\nkex_algorithms = [\"sntrup761x25519-sha512@openssh.com\"]\n"
+        ));
+        let typo = find(&e, "transfer.ciphers[1]");
+        assert!(
+            typo.message
+                .contains("not an algorithm this client supports"),
+            "{typo}"
+        );
+        assert!(
+            typo.message.contains("aes256-ctr"),
+            "lists what is supported: {typo}"
+        );
+        assert!(typo.line.is_some());
+        assert!(find(&e, "transfer.ciphers[2]").message.contains("twice"));
+        assert!(find(&e, "transfer.macs").message.contains("is empty"));
+        assert!(
+            find(&e, "transfer.kex_algorithms[0]")
+                .message
+                .contains("not an algorithm")
         );
     }
 

@@ -14,6 +14,7 @@
 //! | [`config`] | the TOML schema, defaults, validation with file/key/line, the legacy JSON import |
 //! | [`known_hosts`] | OpenSSH known_hosts parsing and matching |
 //! | [`remote`] | one SSH session: timeouts, host-key check before auth, authentication |
+//! | [`algorithms`] | the SSH ciphers, MACs and key exchanges offered (measured order), and what a session negotiated |
 //! | [`classify`] | file name → element |
 //! | [`landing`] | the local durable write and the rules that decide when a remote file may go |
 //! | [`pass`] | workers, retries, deadline, cancellation, the per-intersection outcome |
@@ -35,6 +36,7 @@
 //! block (`vendor/libssh2-sys/PATCHES.md`); [`sftp`] refuses to build
 //! without it.
 
+pub mod algorithms;
 pub mod classify;
 pub mod cli;
 pub mod config;

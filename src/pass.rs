@@ -84,6 +84,10 @@ pub fn run(
 ) -> RunReport {
     let started = SystemTime::now();
     let clock = Instant::now();
+    tracing::debug!(
+        patches = crate::sftp::linked_libssh2_patches(),
+        "linked libssh2"
+    );
     let progress = Progress {
         intersections_total: intersections.len(),
         ..Progress::default()

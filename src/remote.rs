@@ -16,15 +16,18 @@
 //! Remote names are kept as raw bytes ([`Entry::name`]); whether a name is
 //! safe to use is decided by the caller ([`crate::landing::is_plain_name`]).
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use ssh2::{HostKeyType, MethodType, Session};
 
+use crate::algorithms::Negotiated;
 use crate::config::{Auth, Intersection, Transfer};
 use crate::error::Disposition;
 use crate::known_hosts::{self, KnownHosts, Verdict};
@@ -38,7 +41,7 @@ pub enum RemoteError {
         "cannot connect to {addr}: {source} (is the coprocessor up and reachable on this port?)"
     )]
     Connect { addr: String, source: io::Error },
-    #[error("SSH handshake with {addr} failed: {source}")]
+    #[error("SSH handshake with {addr} failed: {source}{}", kex_hint(source))]
     Handshake { addr: String, source: ssh2::Error },
     #[error("{0}")]
     HostKey(String),
@@ -63,6 +66,18 @@ pub enum RemoteError {
     /// The SSH channel or connection broke.
     #[error("SFTP session: {0}")]
     Session(#[from] SftpError),
+}
+
+/// A failed key exchange is most often a server that shares no algorithm
+/// with our offer (an old or hardened sshd).
+fn kex_hint(e: &ssh2::Error) -> &'static str {
+    if e.code() == ssh2::ErrorCode::Session(libssh2_sys::LIBSSH2_ERROR_KEX_FAILURE) {
+        " (the server may share no algorithm with this client's offer: its sshd log names \
+         what it wanted; transfer.ciphers, transfer.macs and transfer.kex_algorithms change \
+         the offer)"
+    } else {
+        ""
+    }
 }
 
 impl RemoteError {
@@ -133,6 +148,7 @@ pub struct Remote {
     socket: TcpStream,
     /// SSH compression was negotiated for this session.
     compressed: bool,
+    negotiated: Negotiated,
 }
 
 /// Shuts a session's socket down from another thread, so that whatever call
@@ -165,11 +181,11 @@ pub fn connect(
 }
 
 /// [`connect`] for a pass. When `compression` is unset, the link decides:
-/// the first guess comes from how long the server's SSH banner takes to
-/// arrive (sent as soon as the connection is accepted, so about one round
-/// trip, relays included), and an SFTP request on the new session checks
-/// it; if the two disagree the session is reopened once the other way.
-/// Returns the round trip measured, if it was.
+/// the first guess is what an earlier session of this pass measured for the
+/// same `host:port`, or else comes from the TCP connect and SSH banner times
+/// ([`link_looks_slow`]); SFTP round trips on the new session check it
+/// ([`Remote::round_trip`]), and if the two disagree the session is reopened
+/// once the other way. Returns the round trip measured.
 pub fn connect_adaptive(
     ix: &Intersection,
     known: &KnownHosts,
@@ -182,7 +198,9 @@ pub fn connect_adaptive(
             None,
         ));
     }
-    let mut remote = connect_with(ix, known, transfer, on_socket, None)?;
+    let link = display_addr(&ix.host, ix.port);
+    let known_slow = known_link(&link);
+    let mut remote = connect_with(ix, known, transfer, on_socket, known_slow)?;
     let rtt = match remote.round_trip() {
         Ok(rtt) => rtt,
         Err(e) => {
@@ -191,6 +209,7 @@ pub fn connect_adaptive(
         }
     };
     let slow = rtt >= COMPRESS_ABOVE_RTT;
+    remember_link(&link, slow);
     if slow != remote.compressed {
         // Compressing a fast link wastes the coprocessor's CPU; not
         // compressing a slow one wastes the night.
@@ -200,25 +219,58 @@ pub fn connect_adaptive(
             compression = slow,
             "the link's round trip contradicts the first guess: reconnecting"
         );
+        remote.abandon();
         remote = connect_with(ix, known, transfer, on_socket, Some(slow))?;
     }
     Ok((remote, Some(rtt)))
 }
 
-/// Whether the server's banner took [`COMPRESS_ABOVE_RTT`] or more to
-/// arrive. MSG_PEEK leaves it for libssh2 to read.
-fn banner_is_slow(socket: &TcpStream, timeout: Duration) -> bool {
+/// Links measured so far in this process, by `host:port`: slow (true) or
+/// fast. Several intersections behind one address (one coprocessor serving
+/// several, or a relay) then take the measured answer instead of the banner's
+/// guess, which a busy pass stretches: with 64 sessions starting at once on a
+/// loaded server, sshd's own start-up alone can exceed
+/// [`COMPRESS_ABOVE_RTT`], and every wrong guess costs a second handshake.
+static LINKS: LazyLock<Mutex<HashMap<String, bool>>> = LazyLock::new(Default::default);
+
+fn known_link(link: &str) -> Option<bool> {
+    LINKS.lock().ok().and_then(|m| m.get(link).copied())
+}
+
+fn remember_link(link: &str, slow: bool) {
+    if let Ok(mut m) = LINKS.lock() {
+        m.insert(link.to_string(), slow);
+    }
+}
+
+/// The first guess at whether a link is slow, before anything is
+/// negotiated. A TCP connect that took [`COMPRESS_ABOVE_RTT`] or more is a
+/// slow link for certain: the kernel answers the SYN, so the time is one
+/// network round trip whatever the server's load. A fast connect may still
+/// hide a slow link behind a relay (a VPN concentrator, a proxy), which only
+/// the SSH banner shows: it arrives one relayed round trip plus sshd's own
+/// start-up after the connect. That start-up is 2 ms on an idle server but
+/// grows past 10 ms on a busy one, and every wrong "slow" costs a second
+/// handshake, so the banner must take [`BANNER_SLOW`] to count. MSG_PEEK
+/// leaves the banner for libssh2 to read.
+fn link_looks_slow(socket: &TcpStream, connect: Duration, timeout: Duration) -> bool {
     let started = Instant::now();
     let _ = socket.set_read_timeout(Some(timeout));
     let seen = socket.peek(&mut [0u8; 1]).is_ok();
     let _ = socket.set_read_timeout(None);
     let latency = started.elapsed();
     tracing::debug!(
+        connect_ms = connect.as_secs_f64() * 1000.0,
         banner_ms = latency.as_secs_f64() * 1000.0,
-        "SSH banner latency"
+        "TCP connect and SSH banner latency"
     );
-    seen && latency >= COMPRESS_ABOVE_RTT
+    connect >= COMPRESS_ABOVE_RTT || (seen && latency >= BANNER_SLOW)
 }
+
+/// A banner this late means a slow link even from a server busy starting
+/// sessions; between this and [`COMPRESS_ABOVE_RTT`] the SFTP round trip
+/// decides (see [`connect_adaptive`]).
+const BANNER_SLOW: Duration = Duration::from_millis(25);
 
 fn connect_with(
     ix: &Intersection,
@@ -228,14 +280,17 @@ fn connect_with(
     compress: Option<bool>,
 ) -> Result<Remote, RemoteError> {
     let display = display_addr(&ix.host, ix.port);
+    let connecting = Instant::now();
     let socket = tcp_connect(&ix.host, ix.port, transfer.connect_timeout)?;
+    let connect_time = connecting.elapsed();
     // Registered before the handshake: a server that accepts TCP and then
     // says nothing must be interruptible too.
     if let Ok(clone) = socket.try_clone() {
         on_socket(Interrupter(clone));
     }
     let _ = socket.set_nodelay(true);
-    let compress = compress.unwrap_or_else(|| banner_is_slow(&socket, transfer.connect_timeout));
+    let compress = compress
+        .unwrap_or_else(|| link_looks_slow(&socket, connect_time, transfer.connect_timeout));
     let handshake_err = |source| RemoteError::Handshake {
         addr: display.clone(),
         source,
@@ -243,6 +298,7 @@ fn connect_with(
     let mut session = Session::new().map_err(handshake_err)?;
     session.set_timeout(millis(transfer.connect_timeout));
     session.set_compress(compress);
+    transfer.algorithms.apply(&session).map_err(handshake_err)?;
     let known_types = known.key_types_for(&ix.host, ix.port);
     if let Some(algorithms) = known_hosts::host_key_algorithms(&known_types) {
         session
@@ -257,6 +313,7 @@ fn connect_with(
     let started = Instant::now();
     session.handshake().map_err(handshake_err)?;
     let handshake = started.elapsed();
+    let negotiated = Negotiated::of(&session, compress);
 
     verify_host_key(&session, known, ix, &display)?;
     authenticate(&session, ix, &display)?;
@@ -268,6 +325,9 @@ fn connect_with(
     tracing::debug!(
         intersection = %ix.name,
         compression = compress,
+        kex = %negotiated.kex,
+        cipher = %negotiated.cipher,
+        mac = negotiated.mac.as_deref().unwrap_or("(part of the cipher)"),
         handshake_ms = handshake.as_millis() as u64,
         authenticated_ms = authenticated.as_millis() as u64,
         sftp_ready_ms = started.elapsed().as_millis() as u64,
@@ -278,6 +338,7 @@ fn connect_with(
         _session: session,
         socket,
         compressed: compress,
+        negotiated,
     })
 }
 
@@ -331,6 +392,7 @@ fn handshake_for_key(
     };
     let mut session = Session::new().map_err(handshake_err)?;
     session.set_timeout(millis(transfer.connect_timeout));
+    transfer.algorithms.apply(&session).map_err(handshake_err)?;
     session
         .method_pref(
             MethodType::HostKey,
@@ -494,13 +556,27 @@ impl Remote {
         let _ = self.socket.shutdown(Shutdown::Both);
     }
 
-    /// One SFTP request's round trip (an lstat of the login folder): the
-    /// link's latency as the transfer will see it, relays included.
+    /// The link's latency as the transfer will see it, relays included:
+    /// the fastest of up to three SFTP round trips (an lstat of the login
+    /// folder), stopping at the first under [`COMPRESS_ABOVE_RTT`]. One
+    /// answer delayed by a busy server does not make a fast link slow.
     pub fn round_trip(&mut self) -> Result<Duration, RemoteError> {
-        let started = Instant::now();
-        let id = self.sftp.send_lstat(b".");
-        self.sftp.call(id)?;
-        Ok(started.elapsed())
+        let mut best = Duration::MAX;
+        for _ in 0..3 {
+            let started = Instant::now();
+            let id = self.sftp.send_lstat(b".");
+            self.sftp.call(id)?;
+            best = best.min(started.elapsed());
+            if best < COMPRESS_ABOVE_RTT {
+                break;
+            }
+        }
+        Ok(best)
+    }
+
+    /// The key exchange, cipher and MAC this session negotiated.
+    pub fn negotiated(&self) -> &Negotiated {
+        &self.negotiated
     }
 
     /// The SFTP channel, for pipelined use ([`crate::pipeline`]).
