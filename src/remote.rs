@@ -22,7 +22,7 @@ use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Condvar, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use ssh2::{HostKeyType, MethodType, Session};
@@ -243,6 +243,60 @@ fn remember_link(link: &str, slow: bool) {
     }
 }
 
+/// Connections to one `host:port` that may be between TCP connect and
+/// authentication at once. A stock sshd (`MaxStartups 10:30:100`) starts
+/// refusing a random 30% of new connections once 10 are unauthenticated, so
+/// a pass with many intersections behind one address (one coprocessor
+/// serving several, a NAT gateway, the benchmark's few sshds) stays below
+/// that; further connections wait their turn, never past `connect_timeout`.
+pub const HANDSHAKES_PER_HOST: usize = 8;
+
+static HANDSHAKES: LazyLock<(Mutex<HashMap<String, usize>>, Condvar)> =
+    LazyLock::new(Default::default);
+
+/// One of the [`HANDSHAKES_PER_HOST`] places for `host:port`, given back on drop.
+struct HandshakeSlot(Option<String>);
+
+impl HandshakeSlot {
+    /// Waits for a place, at most `patience`; past that it goes ahead
+    /// anyway (the server decides), so the limit never fails a connection.
+    fn take(link: &str, patience: Duration) -> HandshakeSlot {
+        let (lock, freed) = &*HANDSHAKES;
+        let Ok(mut busy) = lock.lock() else {
+            return HandshakeSlot(None);
+        };
+        let until = Instant::now() + patience;
+        while busy.get(link).copied().unwrap_or(0) >= HANDSHAKES_PER_HOST {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            busy = match freed.wait_timeout(busy, left) {
+                Ok((b, _)) => b,
+                Err(_) => return HandshakeSlot(None),
+            };
+        }
+        *busy.entry(link.to_string()).or_insert(0) += 1;
+        HandshakeSlot(Some(link.to_string()))
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let Some(link) = self.0.take() else { return };
+        let (lock, freed) = &*HANDSHAKES;
+        if let Ok(mut busy) = lock.lock() {
+            if let Some(n) = busy.get_mut(&link) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    busy.remove(&link);
+                }
+            }
+            freed.notify_all();
+        }
+    }
+}
+
 /// The first guess at whether a link is slow, before anything is
 /// negotiated. A TCP connect that took [`COMPRESS_ABOVE_RTT`] or more is a
 /// slow link for certain: the kernel answers the SYN, so the time is one
@@ -280,6 +334,8 @@ fn connect_with(
     compress: Option<bool>,
 ) -> Result<Remote, RemoteError> {
     let display = display_addr(&ix.host, ix.port);
+    // Held until authenticated: what sshd's MaxStartups counts.
+    let slot = HandshakeSlot::take(&display, transfer.connect_timeout);
     let connecting = Instant::now();
     let socket = tcp_connect(&ix.host, ix.port, transfer.connect_timeout)?;
     let connect_time = connecting.elapsed();
@@ -319,6 +375,7 @@ fn connect_with(
     authenticate(&session, ix, &display)?;
     let authenticated = started.elapsed();
 
+    drop(slot);
     session.set_timeout(millis(transfer.io_timeout));
     let sftp = SftpChannel::start(&session)?;
     // Where a slow start goes, for whoever reads the debug log of a link.
