@@ -1,61 +1,50 @@
 //! v2x-data-sftp-client: pulls closed MMITSS V2X archives from roadside
 //! coprocessors over SFTP, lands them durably, and only then deletes them.
 //!
-//! Data flow of one pass (each arrow a plain function call, nothing reaches
-//! back up):
+//! Data flow of one pass (each arrow a plain function call with typed
+//! values):
 //!
 //! ```text
-//! config ──> pass ──> intersection ──> file ──> landing ──> report
+//! commands::run ──> config ──> transfer::pass ──> transfer::engine ──> landing ──> report
+//!                              (intersection)     (file: classify,
+//!                                                  read, delete)
 //! ```
 //!
-//! | module | owns |
-//! | --- | --- |
-//! | [`cli`] | the command-line definition |
-//! | [`config`] | the TOML schema, defaults, validation with file/key/line, the legacy JSON import |
-//! | [`known_hosts`] | OpenSSH known_hosts parsing and matching |
-//! | [`remote`] | one SSH session: timeouts, host-key check before auth, authentication |
-//! | [`algorithms`] | the SSH ciphers, MACs and key exchanges offered (measured order), and what a session negotiated |
-//! | [`classify`] | file name → element |
-//! | [`landing`] | the local durable write and the rules that decide when a remote file may go |
-//! | [`pass`] | workers, retries, deadline, cancellation, the per-intersection outcome |
-//! | [`pipeline`] | one connected intersection: listing, pipelined reads, landing, the delete path |
-//! | [`sftp`] | the SFTP v3 wire protocol over a libssh2 channel |
-//! | [`report`] | the run summary: JSON state file and the `status` table (stale flags) |
-//! | [`metrics`] | the Prometheus node_exporter textfile |
-//! | [`logging`] | where log records go: journald under systemd, text on a terminal |
-//! | [`service`] | systemd: sd-notify STATUS and timeout extension, the single-instance lock, signals |
-//! | [`generator`] | the systemd generator: configured start time → timer drop-in, sandbox paths |
-//! | [`progress`] | the progress bar of `run` on a terminal |
-//! | [`ops`] | `run --dry-run`, `status` and `trust` as text and exit status |
-//! | [`trust`] | `trust`: fetch a host key, confirm, add it to known_hosts |
-//! | [`plan`] | `run --dry-run`: a listing walk that says what a pass would do |
-//! | [`probe`] | `check-config --connect`: try every intersection, say what to fix |
+//! Where a newcomer finds the three places that decide about data:
+//! a file is **classified** in `transfer/classify.rs` (and `transfer/rules.rs`
+//! says whether it is taken tonight), it is **landed** in `landing/`, and the
+//! one **remote delete** is `transfer/engine/commit.rs`.
+//!
+//! **The layer rule** (checked by `tests/layers.rs`): the folders below are
+//! layers, lowest first. A module uses its own layer and the layers above
+//! it in this table, never one below it, so nothing reaches back up the
+//! flow: landing knows nothing of SSH or of the pass, the report nothing of
+//! how the run went wrong, the engine nothing of the pass that drives it.
+//!
+//! | layer | modules | own |
+//! | --- | --- | --- |
+//! | 0 | [`common`], [`error`], [`logging`] | the clock, escaping and human units, durable file replacement, secrets, crash points for tests; the error policy; where log records go |
+//! | 1 | [`config`] | the TOML schema and defaults, validation with file/key/line, the legacy JSON import |
+//! | 2 | [`cli`], [`systemd`] | the command line; sd-notify, the single-instance lock, signals, the timer generator |
+//! | 3 | [`ssh`] | one SSH session (timeouts, host-key check before auth, authentication), known_hosts, the SFTP wire |
+//! | 4 | [`landing`] | the local durable write and the proof ([`landing::Landed`]) a delete needs |
+//! | 5 | [`report`] | the run summary: the state file, the `status` table, metrics, progress |
+//! | 6 | [`transfer`] | classify and rules → engine (listing, reads, commit and delete) → pass (workers, retries, deadline) |
+//! | 7 | [`commands`] | one file per command, and the one map to exit statuses |
 //!
 //! Outside `src/`: `vendor/libssh2-sys` is the libssh2 the `ssh2` crate links,
 //! with one patch that decrypts a packet in one call instead of per 16-byte
-//! block (`vendor/libssh2-sys/PATCHES.md`); [`sftp`] refuses to build
+//! block (`vendor/libssh2-sys/PATCHES.md`); [`ssh::sftp`] refuses to build
 //! without it.
 
-pub mod algorithms;
-pub mod classify;
 pub mod cli;
+pub mod commands;
+pub mod common;
 pub mod config;
 pub mod error;
-pub mod fault;
-pub mod generator;
-pub mod known_hosts;
 pub mod landing;
 pub mod logging;
-pub mod metrics;
-pub mod ops;
-pub mod pass;
-pub mod pipeline;
-pub mod plan;
-pub mod probe;
-pub mod progress;
-pub mod remote;
 pub mod report;
-pub mod secret;
-pub mod service;
-pub mod sftp;
-pub mod trust;
+pub mod ssh;
+pub mod systemd;
+pub mod transfer;

@@ -24,7 +24,10 @@
 //! The filter is `info` (`debug` for this crate with `verbose`); `RUST_LOG`,
 //! when set, replaces it. Nothing here panics: a second `init` is ignored.
 
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal, Write};
+use std::sync::Mutex;
+
+use indicatif::ProgressBar;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
@@ -95,7 +98,7 @@ fn init_fmt(filter: EnvFilter) {
         .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
-                .with_writer(crate::progress::LogWriter)
+                .with_writer(LogWriter)
                 .with_ansi(ansi)
                 .with_target(false),
         )
@@ -131,6 +134,37 @@ fn stream_matches(journal_stream: &str, fd: &std::fs::File) -> bool {
 fn parse_journal_stream(value: &str) -> Option<(u64, u64)> {
     let (dev, ino) = value.split_once(':')?;
     Some((dev.trim().parse().ok()?, ino.trim().parse().ok()?))
+}
+
+/// The progress bar being shown, if any ([`crate::report::progress`]):
+/// text records are printed above it.
+pub static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// stderr for log records, hiding the bar while one is printed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogWriter;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> LogWriter {
+        LogWriter
+    }
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let bar = ACTIVE_BAR.lock().ok().and_then(|a| a.clone());
+        match bar {
+            Some(bar) => bar.suspend(|| io::stderr().write_all(buf))?,
+            None => io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@
 use std::time::Instant;
 
 use v2x_data_sftp_client::config::DEFAULT_MAX_LISTED_ENTRIES;
-use v2x_data_sftp_client::sftp::scripted::harness::{ARCHIVE, Harness};
-use v2x_data_sftp_client::sftp::scripted::{Generated, Scripted};
+use v2x_data_sftp_client::ssh::sftp::scripted::{Generated, Scripted};
+use v2x_data_sftp_client::transfer::harness::{ARCHIVE, Harness};
 
 /// The bound the issue sets for a listing of a million names.
 const BOUND_KIB: u64 = 256 << 10;

@@ -67,7 +67,7 @@ fn sixty_four_intersections_with_bounded_threads_memory_and_connections() {
     // the worker, its watchdog and its commit threads: nothing grows with
     // the number of intersections. (The bound was 24 until a run sampled
     // every worker mid-commit at once: 26.)
-    let bound = 2 + 4 * (2 + v2x_data_sftp_client::pipeline::COMMIT_THREADS);
+    let bound = 2 + 4 * (2 + v2x_data_sftp_client::transfer::engine::COMMIT_THREADS);
     assert!(threads <= bound, "{threads} threads (bound {bound})");
     assert!(rss_kib > 0 && rss_kib < 64 * 1024, "{rss_kib} KiB");
     // One connection per intersection: none was dropped and retried.

@@ -816,9 +816,10 @@ fn every_cipher_and_mac_family_lands_byte_identical_files() {
         if i == 0 {
             // Without the override, a CBC-only server shares no cipher with
             // us, and the error says where to look.
-            let mut opts = SshdOptions::default();
-            opts.ciphers = Some("aes256-cbc".into());
-            let sshd = Sshd::start(opts);
+            let sshd = Sshd::start(SshdOptions {
+                ciphers: Some("aes256-cbc".into()),
+                ..SshdOptions::default()
+            });
             let mut tree = RemoteTree::with_options(DEFAULT_COPROC_NAME, 99);
             tree.add_session(DEFAULT_COPROC_NAME, stamp(9), 1, 10..=20);
             let mut client = Client::new();

@@ -21,7 +21,7 @@ use super::{
     Auth, Checks, Config, ConfigError, ConfigErrors, DEFAULT_CONFIG_PATH, Draft, Format,
     IntersectionDraft, Item, StartInput, utf8_text, validate,
 };
-use crate::secret::Secret;
+use crate::common::secret::Secret;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

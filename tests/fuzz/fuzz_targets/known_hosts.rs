@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use v2x_data_sftp_client::known_hosts::{self, KnownHosts};
+use v2x_data_sftp_client::ssh::known_hosts::{self, KnownHosts};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

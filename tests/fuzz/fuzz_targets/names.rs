@@ -11,10 +11,10 @@ use std::path::{Component, Path};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use v2x_data_sftp_client::classify::classify;
+use v2x_data_sftp_client::transfer::classify::classify;
 use v2x_data_sftp_client::config::DEFAULT_ELEMENTS;
 use v2x_data_sftp_client::landing::{Identity, Lander, conflict_name, is_plain_name};
-use v2x_data_sftp_client::pass::escape;
+use v2x_data_sftp_client::common::text::escape;
 
 fn dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use v2x_data_sftp_client::sftp::{Attrs, Response, SftpError, parse_packet};
+use v2x_data_sftp_client::ssh::sftp::{Attrs, Response, SftpError, parse_packet};
 
 fuzz_target!(|data: &[u8]| {
     check(data);

@@ -1,0 +1,14 @@
+//! Mechanisms every layer uses and that know nothing of the data flow.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`clock`] | the one clock (Unix seconds) and UTC formatting |
+//! | [`text`] | remote names made safe to print; sizes and ages in human units |
+//! | [`durable`] | replacing a small file so a crash leaves the old or the new |
+//! | [`secret`] | passwords and passphrases that never print |
+//! | [`fault`] | crash points for the fault campaign (inert in a shipped build) |
+pub mod clock;
+pub mod durable;
+pub mod fault;
+pub mod secret;
+pub mod text;

@@ -1,0 +1,489 @@
+//! The run summary: what each intersection's pass did, as the JSON state
+//! file that `status` reads and as a table for people.
+//!
+//! The state file is written atomically (temporary file, fsync, rename,
+//! folder fsync) so `status` never reads half a report, and it carries each
+//! intersection's last success forward from the previous report, so an
+//! intersection that keeps failing still shows when it last worked.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | this file | [`RunReport`], the state file, the `status` table and JSON |
+//! | [`metrics`] | the Prometheus node_exporter textfile |
+//! | [`progress`] | running totals, and the progress bar of `run` on a terminal |
+
+pub mod metrics;
+pub mod progress;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::{self};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::common::clock::utc;
+use crate::common::durable::{self, Ownership};
+use crate::common::text::{human_age, human_bytes};
+
+use serde::{Deserialize, Serialize};
+
+/// The state file's name inside the state directory.
+pub const STATE_FILE: &str = "last-run.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Every file that could be taken was landed and removed remotely.
+    Ok,
+    /// Something failed; the remote data that was not landed is kept.
+    Failed,
+    /// Stopped by a signal before it finished.
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A remote entry left where it was, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// Relative to `archive/`, with unprintable bytes escaped.
+    pub path: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntersectionReport {
+    pub name: String,
+    pub host: String,
+    pub outcome: Outcome,
+    /// Unix seconds.
+    pub started: u64,
+    pub seconds: f64,
+    /// Files landed and removed remotely (including ones already present locally).
+    pub files: u64,
+    /// Bytes of those files.
+    pub bytes: u64,
+    /// Of `files`, those an earlier pass had already landed (rerun after a crash).
+    pub already_present: u64,
+    /// Bytes fetched by an earlier pass and resumed in this one.
+    pub resumed_bytes: u64,
+    pub skipped: Vec<Skipped>,
+    pub errors: Vec<String>,
+    /// Unix seconds of the last pass that ended `ok` (this one or an earlier one).
+    pub last_success: Option<u64>,
+    /// One SFTP round trip in milliseconds, measured when `compression` is
+    /// left to the link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    /// What ended the intersection early, as a short stable name
+    /// (`deadline`, `host-key`, `disk-space`, ...; the message is in
+    /// `errors`), for scripts and alert rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Unix seconds.
+    pub started: u64,
+    pub seconds: f64,
+    pub config: PathBuf,
+    pub intersections: Vec<IntersectionReport>,
+}
+
+impl RunReport {
+    /// Whether every intersection was handled (exit status 0).
+    pub fn all_ok(&self) -> bool {
+        self.intersections.iter().all(|i| i.outcome == Outcome::Ok)
+    }
+
+    /// Carries `last_success` over from the previous report for
+    /// intersections that did not succeed this time.
+    pub fn inherit_last_success(&mut self, previous: &RunReport) {
+        let before: BTreeMap<&str, Option<u64>> = previous
+            .intersections
+            .iter()
+            .map(|i| (i.name.as_str(), i.last_success))
+            .collect();
+        for ix in &mut self.intersections {
+            if ix.outcome != Outcome::Ok
+                && let Some(Some(t)) = before.get(ix.name.as_str())
+            {
+                ix.last_success = Some(*t);
+            }
+        }
+    }
+
+    /// After a pass over some intersections (`run --only`): keeps the
+    /// previous report's entries of the other configured ones, so their
+    /// last pass and last success are not forgotten. `configured` gives
+    /// the order; intersections no longer configured are dropped.
+    pub fn keep_unselected(&mut self, previous: &RunReport, configured: &[String]) {
+        for old in &previous.intersections {
+            let here = self.intersections.iter().any(|i| i.name == old.name);
+            if !here && configured.contains(&old.name) {
+                self.intersections.push(old.clone());
+            }
+        }
+        self.intersections.sort_by_key(|i| {
+            configured
+                .iter()
+                .position(|n| *n == i.name)
+                .unwrap_or(usize::MAX)
+        });
+    }
+}
+
+/// One row of `status`: a configured intersection and how its passes went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusRow {
+    pub name: String,
+    /// `None`: no pass has taken this intersection yet.
+    pub last: Option<IntersectionReport>,
+    /// No success within `status.stale_after` (or never).
+    pub stale: bool,
+}
+
+/// The `status` rows, in config order. An intersection is stale when its
+/// last success is older than `stale_after`, or when it never succeeded.
+pub fn status_rows(
+    report: Option<&RunReport>,
+    configured: &[String],
+    stale_after: Duration,
+    now: u64,
+) -> Vec<StatusRow> {
+    configured
+        .iter()
+        .map(|name| {
+            let last = report
+                .and_then(|r| r.intersections.iter().find(|i| &i.name == name))
+                .cloned();
+            let stale = match last.as_ref().and_then(|l| l.last_success) {
+                Some(t) => now.saturating_sub(t) > stale_after.as_secs(),
+                None => true,
+            };
+            StatusRow {
+                name: name.clone(),
+                last,
+                stale,
+            }
+        })
+        .collect()
+}
+
+/// Whether `status` exits 0: every configured intersection's last pass
+/// ended ok and none is stale.
+pub fn status_ok(rows: &[StatusRow]) -> bool {
+    rows.iter()
+        .all(|r| !r.stale && r.last.as_ref().is_some_and(|l| l.outcome == Outcome::Ok))
+}
+
+/// `status --json`: the state file's report, each intersection with
+/// `stale` and `seconds_since_success` added, plus `stale_after_seconds`
+/// and `not_run` (configured intersections no pass has taken yet).
+pub fn status_json(
+    report: &RunReport,
+    rows: &[StatusRow],
+    stale_after: Duration,
+    now: u64,
+) -> serde_json::Value {
+    let mut value = serde_json::to_value(report).unwrap_or(serde_json::Value::Null);
+    if let Some(list) = value
+        .get_mut("intersections")
+        .and_then(|v| v.as_array_mut())
+    {
+        for ix in list.iter_mut() {
+            let name = ix
+                .get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or("")
+                .to_string();
+            let row = rows.iter().find(|r| r.name == name);
+            let since = row
+                .and_then(|r| r.last.as_ref())
+                .and_then(|l| l.last_success)
+                .map(|t| now.saturating_sub(t));
+            if let Some(obj) = ix.as_object_mut() {
+                // Not configured any more: not judged.
+                obj.insert("stale".into(), row.map(|r| r.stale).into());
+                obj.insert("seconds_since_success".into(), since.into());
+            }
+        }
+    }
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("stale_after_seconds".into(), stale_after.as_secs().into());
+        let not_run: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.last.is_none())
+            .map(|r| r.name.as_str())
+            .collect();
+        obj.insert("not_run".into(), not_run.into());
+    }
+    value
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot write the state file {path:?}: {source} (is the state_directory writable?)")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("cannot read the state file {path:?}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("no pass has run yet: {path:?} does not exist")]
+    Missing { path: PathBuf },
+    #[error("the state file {path:?} is not a report: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+pub fn state_path(state_directory: &Path) -> PathBuf {
+    state_directory.join(STATE_FILE)
+}
+
+pub fn read(state_directory: &Path) -> Result<RunReport, StateError> {
+    let path = state_path(state_directory);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StateError::Missing { path }),
+        Err(source) => return Err(StateError::Read { path, source }),
+    };
+    serde_json::from_str(&text).map_err(|source| StateError::Parse { path, source })
+}
+
+/// Replaces the state file durably (see [`crate::common::durable`]).
+///
+/// # Errors
+/// [`StateError::Write`] naming the file: the state directory cannot be
+/// created or written, or the disk is full.
+pub fn write(state_directory: &Path, report: &RunReport) -> Result<(), StateError> {
+    let path = state_path(state_directory);
+    let werr = |source| StateError::Write {
+        path: path.clone(),
+        source,
+    };
+    fs::create_dir_all(state_directory).map_err(werr)?;
+    let json = serde_json::to_vec_pretty(report).map_err(|e| werr(io::Error::other(e)))?;
+    // Readable by the service's group: `status` runs as an operator in it.
+    let own = Ownership {
+        mode: 0o640,
+        owner: None,
+    };
+    durable::replace_file(&path, &json, own).map_err(werr)
+}
+
+/// The `status` table: one row per configured intersection, then the
+/// errors and skipped entries of the last pass.
+pub fn render_table(
+    report: Option<&RunReport>,
+    rows: &[StatusRow],
+    stale_after: Duration,
+    now: u64,
+) -> String {
+    let mut table = vec![[
+        "INTERSECTION".to_string(),
+        "LAST PASS (UTC)".into(),
+        "RESULT".into(),
+        "FILES".into(),
+        "BYTES".into(),
+        "LAST SUCCESS (UTC)".into(),
+        "".into(),
+    ]];
+    for row in rows {
+        let (pass, result, files, bytes, success) = match &row.last {
+            None => (
+                "never".to_string(),
+                "-".to_string(),
+                "-".to_string(),
+                "-".to_string(),
+                "never".to_string(),
+            ),
+            Some(ix) => (
+                utc(ix.started),
+                ix.outcome.as_str().to_string(),
+                ix.files.to_string(),
+                human_bytes(ix.bytes),
+                ix.last_success
+                    .map(|t| format!("{} ({} ago)", utc(t), human_age(now.saturating_sub(t))))
+                    .unwrap_or_else(|| "never".into()),
+            ),
+        };
+        let flag = if row.stale {
+            format!(
+                "STALE (no success for over {})",
+                human_age(stale_after.as_secs())
+            )
+        } else {
+            String::new()
+        };
+        table.push([row.name.clone(), pass, result, files, bytes, success, flag]);
+    }
+    let mut widths = [0usize; 7];
+    for r in &table {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = match report {
+        Some(report) => format!(
+            "last pass: started {} UTC, {:.1} s, config {}\n\n",
+            utc(report.started),
+            report.seconds,
+            report.config.display()
+        ),
+        None => "no pass has run yet\n\n".to_string(),
+    };
+    for r in &table {
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    for ix in rows.iter().filter_map(|r| r.last.as_ref()) {
+        for e in &ix.errors {
+            let _ = writeln!(out, "{}: error: {e}", ix.name);
+        }
+        for s in &ix.skipped {
+            let _ = writeln!(out, "{}: skipped {}: {}", ix.name, s.path, s.reason);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ix(name: &str, outcome: Outcome, last: Option<u64>) -> IntersectionReport {
+        IntersectionReport {
+            name: name.into(),
+            host: "h".into(),
+            outcome,
+            started: 0,
+            seconds: 1.0,
+            files: 2,
+            bytes: 2048,
+            already_present: 0,
+            resumed_bytes: 0,
+            skipped: vec![],
+            errors: vec![],
+            last_success: last,
+            rtt_ms: None,
+            stopped_by: None,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_inherits_last_success() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = RunReport {
+            started: 10,
+            seconds: 1.0,
+            config: "/c".into(),
+            intersections: vec![
+                ix("a", Outcome::Ok, Some(10)),
+                ix("b", Outcome::Ok, Some(10)),
+            ],
+        };
+        write(tmp.path(), &first).unwrap();
+        assert_eq!(read(tmp.path()).unwrap(), first);
+        let mut second = RunReport {
+            started: 20,
+            seconds: 1.0,
+            config: "/c".into(),
+            intersections: vec![
+                ix("a", Outcome::Failed, None),
+                ix("b", Outcome::Ok, Some(20)),
+            ],
+        };
+        second.inherit_last_success(&first);
+        assert_eq!(second.intersections[0].last_success, Some(10));
+        assert_eq!(second.intersections[1].last_success, Some(20));
+        assert!(!second.all_ok());
+        let names = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let rows = status_rows(Some(&second), &names, Duration::from_secs(5), 24);
+        assert_eq!(
+            rows.iter().map(|r| r.stale).collect::<Vec<_>>(),
+            [true, false, true],
+            "a: 14 s since success, b: 4 s, c: never"
+        );
+        assert!(!status_ok(&rows));
+        let table = render_table(Some(&second), &rows, Duration::from_secs(5), 24);
+        assert!(table.contains("failed"), "{table}");
+        assert!(table.contains("1970-01-01 00:00:10 (14s ago)"), "{table}");
+        assert!(table.contains("STALE (no success for over 5s)"), "{table}");
+        let json = status_json(&second, &rows, Duration::from_secs(5), 24);
+        assert_eq!(json["intersections"][0]["stale"], true);
+        assert_eq!(json["intersections"][1]["stale"], false);
+        assert_eq!(json["intersections"][1]["seconds_since_success"], 4);
+        assert_eq!(json["not_run"][0], "c");
+        assert_eq!(json["stale_after_seconds"], 5);
+    }
+
+    #[test]
+    fn status_is_ok_only_when_all_succeeded_recently() {
+        let report = RunReport {
+            started: 100,
+            seconds: 1.0,
+            config: "/c".into(),
+            intersections: vec![ix("a", Outcome::Ok, Some(100))],
+        };
+        let names = vec!["a".to_string()];
+        let rows = status_rows(Some(&report), &names, Duration::from_secs(60), 130);
+        assert!(status_ok(&rows));
+        let rows = status_rows(Some(&report), &names, Duration::from_secs(60), 161);
+        assert!(!status_ok(&rows));
+        assert!(!status_ok(&status_rows(
+            None,
+            &names,
+            Duration::from_secs(60),
+            0
+        )));
+    }
+
+    #[test]
+    fn keep_unselected_keeps_other_intersections_in_config_order() {
+        let previous = RunReport {
+            started: 10,
+            seconds: 1.0,
+            config: "/c".into(),
+            intersections: vec![
+                ix("a", Outcome::Ok, Some(10)),
+                ix("b", Outcome::Ok, Some(10)),
+                ix("gone", Outcome::Ok, Some(10)),
+            ],
+        };
+        let mut only_b = RunReport {
+            started: 20,
+            seconds: 1.0,
+            config: "/c".into(),
+            intersections: vec![ix("b", Outcome::Ok, Some(20))],
+        };
+        let configured = vec!["a".to_string(), "b".to_string()];
+        only_b.keep_unselected(&previous, &configured);
+        let names: Vec<_> = only_b
+            .intersections
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(only_b.intersections[1].last_success, Some(20));
+    }
+
+    #[test]
+    fn missing_state_is_a_clear_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(matches!(read(tmp.path()), Err(StateError::Missing { .. })));
+    }
+}
