@@ -749,7 +749,7 @@ fn compression_left_unset_follows_the_link_round_trip() {
     client.add(fast, &sshd);
     pass(&client, "fast");
 
-    // Slow link (about 50 ms round trip): compressed, and the slow banner
+    // Slow link (about 30 ms round trip): compressed, and the slow banner
     // makes that the first guess.
     one_session(&mut tree);
     let mut slow = Client::new();
@@ -758,7 +758,7 @@ fn compression_left_unset_follows_the_link_round_trip() {
         &sshd,
         &tree,
         "slow",
-        delay_relay(sshd.addr(), Duration::from_millis(25), 0),
+        delay_relay(sshd.addr(), Duration::from_millis(15), 0),
     );
     assert_eq!(pass(&slow, "slow"), (true, false));
     assert!(tree.remaining_files().is_empty());

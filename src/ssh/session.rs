@@ -321,10 +321,9 @@ impl Drop for HandshakeSlot {
 /// network round trip whatever the server's load. A fast connect may still
 /// hide a slow link behind a relay (a VPN concentrator, a proxy), which only
 /// the SSH banner shows: it arrives one relayed round trip plus sshd's own
-/// start-up after the connect. That start-up is 2 ms on an idle server but
-/// grows past 10 ms on a busy one, and every wrong "slow" costs a second
-/// handshake, so the banner must take [`BANNER_SLOW`] to count. MSG_PEEK
-/// leaves the banner for libssh2 to read.
+/// start-up after the connect; that start-up is 2 ms on an idle server but
+/// grows past 10 ms on a busy one ([`BANNER_SLOW`]). MSG_PEEK leaves the
+/// banner for libssh2 to read.
 fn link_looks_slow(socket: &TcpStream, connect: Duration, timeout: Duration) -> bool {
     let started = Instant::now();
     let _ = socket.set_read_timeout(Some(timeout));
@@ -339,10 +338,14 @@ fn link_looks_slow(socket: &TcpStream, connect: Duration, timeout: Duration) -> 
     connect >= COMPRESS_ABOVE_RTT || (seen && latency >= BANNER_SLOW)
 }
 
-/// A banner this late means a slow link even from a server busy starting
-/// sessions; between this and [`COMPRESS_ABOVE_RTT`] the SFTP round trip
-/// decides (see [`connect_adaptive`]).
-const BANNER_SLOW: Duration = Duration::from_millis(25);
+/// A banner this late makes the first guess "slow". It arrives one relayed
+/// one-way delay plus sshd's start-up after the connect, so a relay's
+/// 20-25 ms each way (the benchmark's W2 and W4) shows as 23-30 ms: any
+/// higher and every relayed session would be reopened compressed. A busy
+/// sshd's start-up also passes it, and that wrong guess costs a second
+/// handshake, but only until this pass has measured the address
+/// ([`LINKS`]).
+const BANNER_SLOW: Duration = COMPRESS_ABOVE_RTT;
 
 fn connect_with(
     ix: &Intersection,
@@ -637,16 +640,20 @@ impl Remote {
 
     /// The link's latency as the transfer will see it, relays included:
     /// the fastest of up to three SFTP round trips (an lstat of the login
-    /// folder), stopping at the first under [`COMPRESS_ABOVE_RTT`]. One
-    /// answer delayed by a busy server does not make a fast link slow.
+    /// folder), stopping at the first under [`COMPRESS_ABOVE_RTT`] (fast) or
+    /// of three times that (a WAN: a busy loopback server was seen to take
+    /// 25 ms, a relayed 20 ms each way takes 40). One answer delayed by a
+    /// busy server does not make a fast link slow, and a slow link pays one
+    /// round trip, not three.
     pub fn round_trip(&mut self) -> Result<Duration, RemoteError> {
         let mut best = Duration::MAX;
         for _ in 0..3 {
             let started = Instant::now();
             let id = self.sftp.send_lstat(b".");
             self.sftp.call(id)?;
-            best = best.min(started.elapsed());
-            if best < COMPRESS_ABOVE_RTT {
+            let rtt = started.elapsed();
+            best = best.min(rtt);
+            if best < COMPRESS_ABOVE_RTT || rtt >= 3 * COMPRESS_ABOVE_RTT {
                 break;
             }
         }
