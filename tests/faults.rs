@@ -109,12 +109,13 @@ fn check_complete(client: &Client, trees: &[RemoteTree], context: &str) -> Tally
 fn check_nothing_lost(client: &Client, trees: &[RemoteTree], context: &str) {
     for (i, t) in trees.iter().enumerate() {
         let remaining = t.remaining_files();
-        let gone: Vec<ManifestEntry> = t
-            .manifest()
-            .into_iter()
+        let manifest = t.manifest();
+        let gone: Vec<String> = manifest
+            .iter()
             .filter(|m| !remaining.contains(&m.rel))
+            .map(|m| m.rel.clone())
             .collect();
-        let got = tally_landed(&client.data_dir(), &ix_name(i), &gone);
+        let got = tally_gone(&client.data_dir(), &ix_name(i), &manifest, &gone);
         assert_eq!(
             got.lost,
             0,

@@ -220,6 +220,15 @@ impl<'a> IntersectionRun<'a> {
                         }
                         result
                     });
+            // The watchdog shut the socket down (deadline or signal): what
+            // failed then (a read, even an authentication) failed because of
+            // it, and the report names the cause, not the symptom.
+            if result.is_err()
+                && self.watchdog.fired()
+                && let Some(stop) = self.interrupted()
+            {
+                break Err(stop);
+            }
             let broken = match result {
                 Err(stop) if stop.reconnects() => stop,
                 other => break other,
@@ -384,6 +393,11 @@ impl Watchdog {
         if let Ok(mut s) = self.inner.sockets.lock() {
             s.push(socket);
         }
+    }
+
+    /// Whether the sockets were shut down (deadline or cancellation).
+    fn fired(&self) -> bool {
+        self.inner.fired.load(Ordering::SeqCst)
     }
 
     fn expired(&self) -> bool {

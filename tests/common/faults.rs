@@ -302,6 +302,37 @@ pub fn tally_landed(data_dir: &Path, intersection: &str, manifest: &[ManifestEnt
     t
 }
 
+/// After a killed pass: every file of `manifest` named in `gone` (no
+/// longer on the coprocessor) must be landed byte-identical. Places are
+/// assigned over the whole manifest, not over `gone` alone: of two twins
+/// (one name in two session folders), the one landed first takes the plain
+/// name and may still wait remotely for its REMOVE when the pass dies,
+/// while the other, landed as `.conflict-1` and removed, is among `gone`.
+pub fn tally_gone(
+    data_dir: &Path,
+    intersection: &str,
+    manifest: &[ManifestEntry],
+    gone: &[String],
+) -> Tally {
+    let base = data_dir.join(intersection);
+    let mut t = Tally::default();
+    for (landing, e) in landing_places(&base, manifest) {
+        if !gone.contains(&e.rel) {
+            continue;
+        }
+        t.checked += 1;
+        let p = base.join(landing);
+        let ok = fs::symlink_metadata(&p)
+            .map(|m| m.is_file() && m.len() == e.size)
+            .unwrap_or(false)
+            && sha256_file(&p) == e.sha256;
+        if !ok {
+            t.lost += 1;
+        }
+    }
+    t
+}
+
 /// Hidden `.part` files under `dir` (temporary downloads).
 pub fn partial_files(dir: &Path) -> Vec<String> {
     walk_all(dir)

@@ -37,7 +37,7 @@ pub use data::{
 };
 pub use faults::{
     Finished, Row, Running, Tally, Tmpfs, campaign_seed, campaign_table_path, failwrite_shim,
-    partial_files, record, run_with_env, tally_landed, trials,
+    partial_files, record, run_with_env, tally_gone, tally_landed, trials,
 };
 pub use local::{
     assert_landed, conflict_variant, landing_places, sha256_bytes, sha256_file, walk_all,
