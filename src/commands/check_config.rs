@@ -146,8 +146,9 @@ fn steps(config: &Config, known: &KnownHosts, ix: &Intersection) -> Result<Strin
     let files = entries.iter().filter(|e| e.kind == Kind::File).count();
     let other = entries.len() - dirs - files;
     let mut summary = format!(
-        "reachable, host key {} {fingerprint} trusted, authenticated as {}, {} lists {} folder(s) and {} file(s)",
+        "reachable, host key {} {fingerprint} trusted, {}, authenticated as {}, {} lists {} folder(s) and {} file(s)",
         key.key_type,
+        session.negotiated(),
         ix.username,
         archive.display(),
         dirs,

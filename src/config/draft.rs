@@ -104,6 +104,9 @@ pub(crate) struct TransferDraft {
     pub min_age: Option<Item<String>>,
     pub min_free_space: Option<Item<SizeInput>>,
     pub max_listed_entries: Option<Item<i64>>,
+    pub ciphers: Option<Item<Vec<Item<String>>>>,
+    pub macs: Option<Item<Vec<Item<String>>>>,
+    pub kex_algorithms: Option<Item<Vec<Item<String>>>>,
 }
 
 pub(crate) struct IntersectionDraft {

@@ -16,7 +16,9 @@
 //! | [`draft`] | the intermediate form both formats become |
 //! | [`validate`] | draft → [`Config`], every problem with file, key and line |
 //! | [`diagnostics`] | [`ConfigError`]: `FILE:LINE: KEY: MESSAGE` |
+//! | [`algorithms`] | the SSH ciphers, MACs and key exchanges offered by default (measured order), and what this libssh2 supports |
 
+pub mod algorithms;
 mod diagnostics;
 mod draft;
 pub mod legacy;
@@ -36,6 +38,7 @@ use std::time::Duration;
 
 use crate::common::credentials::{self, CredentialError};
 use crate::common::secret::Secret;
+pub use algorithms::Algorithms;
 
 /// Where the package puts the config; `--config` overrides it.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/v2x-data-sftp-client/config.toml";
@@ -103,6 +106,8 @@ pub struct Transfer {
     /// Names one pass lists in one intersection's `archive/` at most: a
     /// listing that never ends must not grow the process without bound.
     pub max_listed_entries: u64,
+    /// SSH algorithms offered, in order ([`algorithms`]).
+    pub algorithms: Algorithms,
 }
 
 /// A generous bound: a year of MMITSS sessions is some ten thousand files,
@@ -121,6 +126,7 @@ impl Default for Transfer {
             min_age: Duration::from_secs(120),
             min_free_bytes: 1 << 30,
             max_listed_entries: DEFAULT_MAX_LISTED_ENTRIES,
+            algorithms: Algorithms::default(),
         }
     }
 }

@@ -88,6 +88,9 @@ retry_backoff = "1m"
 min_age = "0s"
 min_free_space = "500MB"
 max_listed_entries = 50000
+ciphers = ["aes256-gcm@openssh.com", "aes128-ctr"]
+macs = ["hmac-sha2-512-etm@openssh.com"]
+kex_algorithms = ["ecdh-sha2-nistp256", "curve25519-sha256"]
 
 [[intersections]]
 name = "a"
@@ -139,6 +142,11 @@ v2x_data_location = "/v/c"
             min_age: Duration::ZERO,
             min_free_bytes: 500_000_000,
             max_listed_entries: 50_000,
+            algorithms: Algorithms {
+                ciphers: vec!["aes256-gcm@openssh.com".into(), "aes128-ctr".into()],
+                macs: vec!["hmac-sha2-512-etm@openssh.com".into()],
+                kex: vec!["ecdh-sha2-nistp256".into(), "curve25519-sha256".into()],
+            },
         }
     );
     let [a, b, cc] = c.intersections.as_slice() else {
@@ -595,6 +603,33 @@ fn bad_start_times_are_errors() {
             hour: 7,
             minute: 30
         })
+    );
+}
+
+#[test]
+fn algorithm_lists_are_checked_against_what_the_client_supports() {
+    let f = Fixture::new();
+    let e = f.errors(&format!(
+        "{MINIMAL}\n[transfer]\nciphers = [\"aes128-ctr\", \"aes128-cbc-typo\", \"aes128-ctr\"]\n\
+         macs = []\nkex_algorithms = [\"sntrup761x25519-sha512@openssh.com\"]\n"
+    ));
+    let typo = find(&e, "transfer.ciphers[1]");
+    assert!(
+        typo.message
+            .contains("not an algorithm this client supports"),
+        "{typo}"
+    );
+    assert!(
+        typo.message.contains("aes256-ctr"),
+        "lists what is supported: {typo}"
+    );
+    assert!(typo.line.is_some());
+    assert!(find(&e, "transfer.ciphers[2]").message.contains("twice"));
+    assert!(find(&e, "transfer.macs").message.contains("is empty"));
+    assert!(
+        find(&e, "transfer.kex_algorithms[0]")
+            .message
+            .contains("not an algorithm")
     );
 }
 

@@ -579,7 +579,79 @@ fn transfer(r: &mut Report<'_>, t: &TransferDraft) -> Transfer {
             ),
         }
     }
+    for (kind, item, slot) in [
+        (
+            algorithms::Kind::Cipher,
+            &t.ciphers,
+            &mut out.algorithms.ciphers,
+        ),
+        (algorithms::Kind::Mac, &t.macs, &mut out.algorithms.macs),
+        (
+            algorithms::Kind::Kex,
+            &t.kex_algorithms,
+            &mut out.algorithms.kex,
+        ),
+    ] {
+        if let Some(item) = item
+            && let Some(list) = algorithm_list(r, kind, item)
+        {
+            *slot = list;
+        }
+    }
     out
+}
+
+/// An ordered list of SSH algorithm names, each one this build supports.
+fn algorithm_list(
+    r: &mut Report<'_>,
+    kind: algorithms::Kind,
+    item: &Item<Vec<Item<String>>>,
+) -> Option<Vec<String>> {
+    let defaults = kind.defaults();
+    if item.value.is_empty() {
+        r.at(
+            item,
+            format!(
+                "is empty; list at least one, most preferred first, or remove the key to use \
+                 the measured default ({})",
+                defaults.join(", ")
+            ),
+        );
+        return None;
+    }
+    let supported = algorithms::supported(kind);
+    let mut ok = true;
+    let mut seen: HashMap<&str, Option<usize>> = HashMap::new();
+    for e in &item.value {
+        if let Some(supported) = &supported
+            && !supported.contains(&e.value.as_str())
+        {
+            r.at(
+                e,
+                format!(
+                    "{:?} is not an algorithm this client supports; it supports: {}",
+                    e.value,
+                    supported.join(", ")
+                ),
+            );
+            ok = false;
+        } else if let Some(first) = seen.get(e.value.as_str()) {
+            r.at(
+                e,
+                format!(
+                    "{:?} is listed twice{}; remove one",
+                    e.value,
+                    first
+                        .map(|l| format!(" (first on line {l})"))
+                        .unwrap_or_default()
+                ),
+            );
+            ok = false;
+        } else {
+            seen.insert(&e.value, e.line);
+        }
+    }
+    ok.then(|| item.value.iter().map(|e| e.value.clone()).collect())
 }
 
 /// A required key of an intersection, or an error naming it.

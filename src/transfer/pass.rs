@@ -49,6 +49,10 @@ pub fn run(
 ) -> RunReport {
     let started = unix_now();
     let clock = Instant::now();
+    tracing::debug!(
+        patches = crate::ssh::sftp::linked_libssh2_patches(),
+        "linked libssh2"
+    );
     let progress = Progress {
         intersections_total: intersections.len(),
         ..Progress::default()

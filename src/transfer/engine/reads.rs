@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::Ordering;
 
-use super::{Active, CHUNK, Engine, FileState, MAX_FILES, MAX_INFLIGHT, Op, Trouble};
+use super::{Active, CHUNK, Engine, FileState, MAX_FILES, Op, Trouble};
 use crate::common::clock::unix_now;
 use crate::error::Disposition;
 use crate::landing::{LandingError, free_bytes};
@@ -33,7 +33,7 @@ impl Engine<'_, '_> {
                 return Err(Stop::cancelled());
             }
             while self.files.len() + self.commits.pending() < MAX_FILES
-                && self.inflight < MAX_INFLIGHT
+                && self.inflight < self.max_inflight
             {
                 let Some(job) = queue.pop_front() else { break };
                 self.admit(job)?;
@@ -164,7 +164,7 @@ impl Engine<'_, '_> {
     /// they were admitted; a file whose reads are over moves on to closing.
     fn request_reads(&mut self) {
         for &j in &self.reading {
-            if self.inflight >= MAX_INFLIGHT {
+            if self.inflight >= self.max_inflight {
                 break;
             }
             let Some(a) = self.files.get_mut(&j) else {
@@ -177,7 +177,7 @@ impl Engine<'_, '_> {
                 continue;
             }
             let size = self.tree.jobs[j].size;
-            while a.next_req < size && self.inflight < MAX_INFLIGHT {
+            while a.next_req < size && self.inflight < self.max_inflight {
                 let len = u32::try_from((size - a.next_req).min(u64::from(CHUNK))).unwrap_or(CHUNK);
                 let id = self.wire.send_read(handle, a.next_req, len);
                 self.ops.insert(
