@@ -104,6 +104,7 @@ pub(crate) struct TransferDraft {
     pub min_age: Option<Item<String>>,
     pub min_free_space: Option<Item<SizeInput>>,
     pub max_listed_entries: Option<Item<i64>>,
+    pub verify: Option<Item<String>>,
 }
 
 pub(crate) struct IntersectionDraft {

@@ -101,6 +101,32 @@ pub struct Transfer {
     /// Names one pass lists in one intersection's `archive/` at most: a
     /// listing that never ends must not grow the process without bound.
     pub max_listed_entries: u64,
+    /// How a file is checked before its remote copy is removed.
+    pub verify: Verify,
+}
+
+/// `transfer.verify`: what must agree before a remote file is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verify {
+    /// `sha256` where the account may run `sha256sum` (probed once per
+    /// connection), `size` elsewhere.
+    #[default]
+    Auto,
+    /// The coprocessor's `sha256sum` must match the bytes landed; an account
+    /// that cannot run it stops the intersection, nothing removed.
+    Sha256,
+    /// Byte count, size and mtime before and after the download only.
+    Size,
+}
+
+impl Verify {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verify::Auto => "auto",
+            Verify::Sha256 => "sha256",
+            Verify::Size => "size",
+        }
+    }
 }
 
 /// A generous bound: a year of MMITSS sessions is some ten thousand files,
@@ -119,6 +145,7 @@ impl Default for Transfer {
             min_age: Duration::from_secs(120),
             min_free_bytes: 1 << 30,
             max_listed_entries: DEFAULT_MAX_LISTED_ENTRIES,
+            verify: Verify::Auto,
         }
     }
 }

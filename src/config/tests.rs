@@ -81,6 +81,7 @@ retry_backoff = "1m"
 min_age = "0s"
 min_free_space = "500MB"
 max_listed_entries = 50000
+verify = "sha256"
 
 [[intersections]]
 name = "a"
@@ -132,6 +133,7 @@ v2x_data_location = "/v/c"
             min_age: Duration::ZERO,
             min_free_bytes: 500_000_000,
             max_listed_entries: 50_000,
+            verify: Verify::Sha256,
         }
     );
     let [a, b, cc] = c.intersections.as_slice() else {
@@ -462,6 +464,27 @@ fn min_free_space_accepts_bytes_and_units() {
     for bad in ["\"lots\"", "-1", "\"1 XB\"", "true"] {
         let e = f.errors(&format!("{MINIMAL}\n[transfer]\nmin_free_space = {bad}\n"));
         let e = find(&e, "transfer.min_free_space");
+        assert_eq!(e.line, Some(12), "{e}");
+    }
+}
+
+#[test]
+fn verify_defaults_to_auto_and_takes_three_words_only() {
+    let f = Fixture::new();
+    assert_eq!(f.load(MINIMAL).config.transfer.verify, Verify::Auto);
+    for (word, want) in [
+        ("auto", Verify::Auto),
+        ("sha256", Verify::Sha256),
+        ("size", Verify::Size),
+    ] {
+        let c = f
+            .load(&format!("{MINIMAL}\n[transfer]\nverify = \"{word}\"\n"))
+            .config;
+        assert_eq!(c.transfer.verify, want);
+    }
+    for bad in ["\"md5\"", "\"SHA256\"", "true"] {
+        let e = f.errors(&format!("{MINIMAL}\n[transfer]\nverify = {bad}\n"));
+        let e = find(&e, "transfer.verify");
         assert_eq!(e.line, Some(12), "{e}");
     }
 }

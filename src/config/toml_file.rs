@@ -53,6 +53,7 @@ pub struct RawTransfer {
     pub min_age: Option<Spanned<String>>,
     pub min_free_space: Option<Spanned<RawSize>>,
     pub max_listed_entries: Option<Spanned<i64>>,
+    pub verify: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -245,6 +246,7 @@ impl Converter<'_> {
                 max_listed_entries: t
                     .max_listed_entries
                     .map(|s| self.item(s, key("max_listed_entries"))),
+                verify: t.verify.map(|s| self.item(s, key("verify"))),
                 min_free_space: t.min_free_space.map(|s| {
                     let item = self.item(s, key("min_free_space"));
                     let value = match item.value {

@@ -83,10 +83,26 @@ pub struct IntersectionReport {
     /// `errors`), for scripts and alert rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_by: Option<String>,
+    /// Ledger records this pass wrote for the intersection (files landed
+    /// and removed, or about to be; a file already recorded by a crashed
+    /// pass is not recorded again).
+    #[serde(default)]
+    pub recorded: u64,
+    /// How files were checked before their remote copies went on the last
+    /// connection: `sha256` or `size` (see `transfer.verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
+    /// The pass's id, as its ledger records name it (`pass`).
+    #[serde(default)]
+    pub pass: String,
+    /// The ledger's day files that hold this pass's records, relative to
+    /// the state directory: `ledger --pass last` reads these.
+    #[serde(default)]
+    pub ledger: Vec<String>,
     /// Unix seconds.
     pub started: u64,
     pub seconds: f64,
@@ -375,6 +391,8 @@ mod tests {
             last_success: last,
             rtt_ms: None,
             stopped_by: None,
+            recorded: 0,
+            verification: None,
         }
     }
 
@@ -382,6 +400,8 @@ mod tests {
     fn round_trips_and_inherits_last_success() {
         let tmp = tempfile::tempdir().unwrap();
         let first = RunReport {
+            pass: String::new(),
+            ledger: Vec::new(),
             started: 10,
             seconds: 1.0,
             config: "/c".into(),
@@ -393,6 +413,8 @@ mod tests {
         write(tmp.path(), &first).unwrap();
         assert_eq!(read(tmp.path()).unwrap(), first);
         let mut second = RunReport {
+            pass: String::new(),
+            ledger: Vec::new(),
             started: 20,
             seconds: 1.0,
             config: "/c".into(),
@@ -428,6 +450,8 @@ mod tests {
     #[test]
     fn status_is_ok_only_when_all_succeeded_recently() {
         let report = RunReport {
+            pass: String::new(),
+            ledger: Vec::new(),
             started: 100,
             seconds: 1.0,
             config: "/c".into(),
@@ -449,6 +473,8 @@ mod tests {
     #[test]
     fn keep_unselected_keeps_other_intersections_in_config_order() {
         let previous = RunReport {
+            pass: String::new(),
+            ledger: Vec::new(),
             started: 10,
             seconds: 1.0,
             config: "/c".into(),
@@ -459,6 +485,8 @@ mod tests {
             ],
         };
         let mut only_b = RunReport {
+            pass: String::new(),
+            ledger: Vec::new(),
             started: 20,
             seconds: 1.0,
             config: "/c".into(),

@@ -5,6 +5,8 @@
 //! | [`session`] | one SSH session: timeouts, host-key check before auth, authentication, the SFTP channel |
 //! | [`known_hosts`] | OpenSSH known_hosts parsing and matching |
 //! | [`sftp`] | the SFTP v3 wire: requests out, answers in any order, behind the [`sftp::Wire`] trait |
+//! | [`exec`] | the coprocessor's own `sha256sum` over an exec channel, names never in a shell |
+pub mod exec;
 pub mod known_hosts;
 pub mod session;
 pub mod sftp;
