@@ -100,7 +100,46 @@ fn check_complete(client: &Client, trees: &[RemoteTree], context: &str) -> Tally
         partials.is_empty(),
         "{context}: temporary files left after a successful pass: {partials:?}"
     );
+    check_ledger(client, trees, context);
     tally
+}
+
+/// Issue 11: every file removed remotely has exactly one ledger record,
+/// whose hash is the landed file's, and `verify` finds nothing amiss.
+#[track_caller]
+fn check_ledger(client: &Client, trees: &[RemoteTree], context: &str) {
+    let records = client.ledger();
+    for (i, t) in trees.iter().enumerate() {
+        let name = ix_name(i);
+        let remaining = t.remaining_files();
+        for m in t.manifest().iter().filter(|m| !remaining.contains(&m.rel)) {
+            let remote = t.archive_dir().join(&m.rel).display().to_string();
+            let mine: Vec<&serde_json::Value> = records
+                .iter()
+                .filter(|r| {
+                    r["intersection"] == name.as_str() && r["remote_path"] == remote.as_str()
+                })
+                .collect();
+            assert_eq!(mine.len(), 1, "{context}: records of {remote}: {mine:#?}");
+            let r = mine[0];
+            assert_eq!(r["sha256"], m.sha256.as_str(), "{context}: {remote}");
+            let local = client.data_dir().join(r["path"].as_str().unwrap_or(""));
+            assert_eq!(
+                sha256_file(&local),
+                m.sha256,
+                "{context}: {}",
+                local.display()
+            );
+        }
+    }
+    let out = client.cmd(&["verify"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{context}: verify:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }
 
 /// After a failed or killed pass: every file gone from the remote side is
@@ -147,9 +186,11 @@ enum Kill {
     At(&'static str, usize),
 }
 
-const CRASH_POINTS: [&str; 4] = [
+const CRASH_POINTS: [&str; 6] = [
     "before-commit",
     "after-commit",
+    "before-record",
+    "after-record",
     "after-delete",
     "before-rmdir",
 ];
