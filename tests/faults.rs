@@ -309,6 +309,50 @@ fn killed_between_rename_and_remote_delete_rerun_has_no_duplicate_and_no_loss() 
     });
 }
 
+/// Issue 11: killed after the ledger record of a batch of files and before
+/// their REMOVEs, at every batch in turn: the rerun finds the files landed,
+/// records none of them again, and removes them.
+#[test]
+fn killed_between_ledger_record_and_remote_delete_rerun_records_nothing_twice() {
+    let sshd = Sshd::start_default();
+    let mut tally = Tally::default();
+    let mut trials = 0;
+    let mut repaired = 0;
+    for n in 1..=6 {
+        let trees = vec![mixed_tree(700 + n)];
+        let client = client_for(&sshd, &trees);
+        if !killed_pass(&client, &Kill::At("after-record", n as usize)) {
+            // Fewer record batches than n in this tree.
+            continue;
+        }
+        check_nothing_lost(&client, &trees, &format!("after-record:{n}"));
+        let before = client.ledger().len();
+        assert!(before > 0);
+        assert_eq!(rerun_until_ok(&client, 1, "after-record rerun"), 1);
+        let ix = client.ix_state("a");
+        let present = ix["already_present"].as_u64().unwrap_or(0);
+        assert!(present >= 1, "the recorded files are found landed: {ix}");
+        assert_eq!(
+            client.ledger().len() as u64,
+            before as u64 + ix["recorded"].as_u64().unwrap_or(0)
+        );
+        repaired += present;
+        tally += check_complete(&client, &trees, &format!("after-record:{n}"));
+        trials += 1;
+    }
+    assert!(trials >= 2, "{trials}");
+    record(Row {
+        fault:
+            "11. killed between the ledger record and the remote delete (after-record, batches 1-6)"
+                .into(),
+        trials,
+        tally,
+        note: format!(
+            "{repaired} files found landed and recorded by the reruns, none recorded twice"
+        ),
+    });
+}
+
 /// Issue 5.5: killed between the last file of a folder and the folder's
 /// removal, for every folder in turn.
 #[test]

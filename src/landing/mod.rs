@@ -330,6 +330,7 @@ impl Lander {
         file.seek(SeekFrom::Start(have))
             .map_err(|e| LandingError::io("seeking", &temp, e))?;
         let direct = Direct::open(&temp, have, id.size);
+        let hasher = Hashing::start(hasher, id.size.saturating_sub(have));
         Ok(Partial {
             direct,
             file,
@@ -537,7 +538,7 @@ pub struct Partial {
     id: Identity,
     /// SHA-256 of every byte handed to [`Partial::write`] (and of a resumed
     /// prefix, read back at open), in order.
-    hasher: Sha256,
+    hasher: Hashing,
     _claim: Claim,
 }
 
@@ -555,8 +556,8 @@ impl Partial {
     }
 
     /// SHA-256 of the bytes written so far (the resumed prefix included).
-    pub fn sha256(&self) -> [u8; 32] {
-        self.hasher.clone().finalize().into()
+    pub fn sha256(&mut self) -> [u8; 32] {
+        self.hasher.digest()
     }
 
     /// Appends `buf` to the file and to its hash. The hash is of the bytes
@@ -565,12 +566,17 @@ impl Partial {
     /// reads, their order, resume), not the kernel's copy to disk, which
     /// `v2x-data-sftp-client verify` re-reads later.
     pub fn write(&mut self, buf: &[u8]) -> Result<(), LandingError> {
+        self.write_owned(buf.to_vec())
+    }
+
+    /// [`Partial::write`] of a buffer the caller gives up, so that a big
+    /// file's hash is computed on a thread of its own without a copy.
+    pub fn write_owned(&mut self, buf: Vec<u8>) -> Result<(), LandingError> {
         #[cfg(feature = "fault-injection")]
-        let flipped = flip_for_test(&self.remote, self.written, buf);
-        #[cfg(feature = "fault-injection")]
-        let buf: &[u8] = flipped.as_deref().unwrap_or(buf);
+        let buf = flip_for_test(&self.remote, self.written, &buf).unwrap_or(buf);
+        self.write_bytes(&buf)?;
         self.hasher.update(buf);
-        self.write_bytes(buf)
+        Ok(())
     }
 
     fn write_bytes(&mut self, buf: &[u8]) -> Result<(), LandingError> {
@@ -1007,6 +1013,82 @@ fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
         }
         if n == 0 {
             return Ok(true);
+        }
+    }
+}
+
+/// Big files (from where they resume) are hashed on a thread of their own:
+/// on the engine's thread, which also decrypts, hashing a GiB would add its
+/// half second to the transfer instead of running beside it.
+const HASH_THREAD_MIN: u64 = 4 << 20;
+/// Buffers waiting for the hash thread at most (about 4 MiB): past that the
+/// writer waits, so a slow hash cannot grow memory.
+const HASH_QUEUE: usize = 16;
+
+/// A partial's SHA-256, in the writer's thread or on one of its own.
+enum Hashing {
+    Inline(Sha256),
+    Thread {
+        tx: Option<mpsc::SyncSender<Vec<u8>>>,
+        handle: Option<thread::JoinHandle<Sha256>>,
+    },
+}
+
+impl Hashing {
+    /// Continues `prefix` (what a resumed partial holds), on a thread if
+    /// `rest` bytes are still to come and a thread can be had.
+    fn start(prefix: Sha256, rest: u64) -> Hashing {
+        if rest < HASH_THREAD_MIN {
+            return Hashing::Inline(prefix);
+        }
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE);
+        let mut hasher = prefix.clone();
+        let spawned = thread::Builder::new().name("hash".into()).spawn(move || {
+            for buf in rx {
+                hasher.update(&buf);
+            }
+            hasher
+        });
+        match spawned {
+            Ok(handle) => Hashing::Thread {
+                tx: Some(tx),
+                handle: Some(handle),
+            },
+            Err(_) => Hashing::Inline(prefix),
+        }
+    }
+
+    fn update(&mut self, buf: Vec<u8>) {
+        match self {
+            Hashing::Inline(h) => h.update(&buf),
+            Hashing::Thread { tx, .. } => {
+                // A hash thread that is gone (it cannot panic on bytes)
+                // leaves the digest to `digest`, which then fails safe.
+                if let Some(t) = tx
+                    && t.send(buf).is_err()
+                {
+                    *tx = None;
+                }
+            }
+        }
+    }
+
+    /// The digest so far; a thread is joined and its hasher taken back.
+    fn digest(&mut self) -> [u8; 32] {
+        if let Hashing::Thread { tx, handle } = self {
+            drop(tx.take());
+            let joined = handle.take().map(thread::JoinHandle::join);
+            *self = match joined {
+                Some(Ok(h)) => Hashing::Inline(h),
+                // Never expected; a digest of nothing matches no remote hash
+                // of a non-empty file, and the ledger records what was
+                // computed: a wrong hash never lets a remote file go unseen.
+                _ => Hashing::Inline(Sha256::new_with_prefix(b"hash thread lost")),
+            };
+        }
+        match self {
+            Hashing::Inline(h) => h.clone().finalize().into(),
+            Hashing::Thread { .. } => [0; 32],
         }
     }
 }

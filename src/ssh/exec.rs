@@ -1,12 +1,20 @@
 //! The coprocessor hashes its own files: `sha256sum` over an SSH exec
 //! channel, beside the SFTP channel of the same session.
 //!
-//! **No remote name ever reaches a shell.** The command line is the constant
-//! [`HASH_COMMAND`]; the names go to its standard input, NUL-terminated,
-//! and `xargs -0` hands them to `sha256sum` as arguments after `--`, so
+//! **No remote name ever reaches a shell.** The command line is one of two
+//! constants ([`Tool::command`]); the names go to its standard input,
+//! NUL-terminated, and `xargs -0` hands them to the hasher as arguments, so
 //! quotes, `$()`, newlines and a leading `-` are bytes of a file name and
-//! nothing else. `sha256sum` prints a name that holds a backslash or a
-//! newline in its escaped form (a leading `\`), which [`parse_line`] undoes.
+//! nothing else (the paths are absolute, and a relative one is given a
+//! leading `./`, so none can be read as an option either). `sha256sum`
+//! prints a name that holds a backslash or a newline in its escaped form (a
+//! leading `\`), which [`parse_line`] undoes.
+//!
+//! **Which hasher**: coreutils' `sha256sum` uses no SHA instructions (about
+//! 4 s of CPU per GiB on the build machine), while `openssl dgst -sha256`
+//! uses them where the CPU has them (about 0.7 s per GiB): the coprocessor is
+//! busy recording traffic, so OpenSSL is asked first and `sha256sum` is the
+//! fallback. Both print the same `HASH  NAME` / `HASH *NAME` lines.
 //!
 //! One exec channel hashes a batch of files (the caller sends the files it
 //! is about to read, a folder's worth or more, in the order it reads them),
@@ -28,11 +36,25 @@ use ssh2::{Channel, Session};
 
 use crate::ssh::sftp::SftpError;
 
-/// The one command run on the coprocessor. `-r`: nothing to hash, nothing run.
-pub const HASH_COMMAND: &str = "xargs -0 -r sha256sum --";
+/// What hashes files on the coprocessor; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    OpenSsl,
+    Sha256sum,
+}
+
+impl Tool {
+    /// The whole command line (`xargs -r`: nothing to hash, nothing run).
+    pub fn command(self) -> &'static str {
+        match self {
+            Tool::OpenSsl => "xargs -0 -r openssl dgst -sha256 -r",
+            Tool::Sha256sum => "xargs -0 -r sha256sum --",
+        }
+    }
+}
 /// SHA-256 of no bytes: what `/dev/null` hashes to, the probe's answer.
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-/// Most of a failing `sha256sum`'s stderr kept for the message.
+/// Most of a failing hasher's stderr kept for the message.
 const MAX_STDERR: usize = 2048;
 
 /// Why a file has no remote hash.
@@ -47,27 +69,56 @@ pub enum HashError {
     Session(#[from] SftpError),
 }
 
-/// Whether the account may run [`HASH_COMMAND`]: it hashes `/dev/null` and
-/// must print the hash of nothing. `Err` says why not, for the log.
+/// Which [`Tool`] the account may run: each in turn hashes `/dev/null` and
+/// must print the hash of nothing.
 ///
 /// # Errors
-/// The text of what failed, for the operator: the exec was refused, the
-/// command printed something else (a forced `internal-sftp` reads the
-/// names as SFTP packets and prints nothing).
-pub fn probe(session: &Session) -> Result<(), String> {
-    let mut batch = HashBatch::start(session, &[b"/dev/null".as_slice()])
-        .map_err(|e| format!("cannot run `{HASH_COMMAND}`: {e}"))?;
+/// Why neither works, for the log: the exec was refused, the command
+/// printed something else (a forced `internal-sftp` reads the names as SFTP
+/// packets and prints nothing).
+pub fn probe(session: &Session) -> Result<Tool, String> {
+    let mut why = Vec::new();
+    for tool in [Tool::OpenSsl, Tool::Sha256sum] {
+        match probe_one(session, tool) {
+            Ok(()) => return Ok(tool),
+            Err(e) => why.push(e),
+        }
+    }
+    Err(why.join("; "))
+}
+
+fn probe_one(session: &Session, tool: Tool) -> Result<(), String> {
+    let cmd = tool.command();
+    let mut batch = HashBatch::start(session, tool, &[b"/dev/null".as_slice()])
+        .map_err(|e| format!("cannot run `{cmd}`: {e}"))?;
     match batch.hash_of(b"/dev/null") {
         Ok(h) if hex(&h) == EMPTY_SHA256 => Ok(()),
         Ok(h) => Err(format!(
-            "`{HASH_COMMAND}` hashed /dev/null as {} instead of {EMPTY_SHA256}",
+            "`{cmd}` hashed /dev/null as {} instead of {EMPTY_SHA256}",
             hex(&h)
         )),
-        Err(e) => Err(format!(
-            "`{HASH_COMMAND}` does not work for this account: {e}"
-        )),
+        Err(e) => Err(format!("`{cmd}` does not work for this account: {e}")),
     }
 }
+
+/// The server refused the channel or the command (`MaxSessions` reached, a
+/// forced command, a policy): this batch's trouble. Anything else (a
+/// timeout, a socket error) is the session's: the pass reconnects rather
+/// than wait out every further call.
+fn refused_or_broken(e: ssh2::Error) -> HashError {
+    // libssh2: LIBSSH2_ERROR_CHANNEL_FAILURE, LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED.
+    const CHANNEL_FAILURE: i32 = -21;
+    const REQUEST_DENIED: i32 = -22;
+    match e.code() {
+        ssh2::ErrorCode::Session(CHANNEL_FAILURE | REQUEST_DENIED) => {
+            HashError::Unavailable(format!("the coprocessor refused to run it: {e}"))
+        }
+        _ => HashError::Session(SftpError::from(e)),
+    }
+}
+
+/// A name as a hasher printed it, and whether its line said it is escaped.
+pub type Printed = (bool, Vec<u8>);
 
 /// One `sha256sum` run over a batch of remote files.
 pub struct HashBatch {
@@ -76,32 +127,52 @@ pub struct HashBatch {
     /// Output read and not yet a whole line.
     partial: Vec<u8>,
     results: HashMap<Vec<u8>, [u8; 32]>,
+    /// Each name asked for, by the ways the hasher may print it
+    /// ([`printed_forms`]); `None` where two names print alike.
+    expected: HashMap<Printed, Option<Vec<u8>>>,
     stderr: String,
 }
 
 impl HashBatch {
-    /// Opens an exec channel, runs [`HASH_COMMAND`] and sends it `paths`.
+    /// Opens an exec channel, runs `tool` and sends it `paths`.
     ///
     /// # Errors
     /// The channel or the exec was refused, or the session broke.
-    pub fn start(session: &Session, paths: &[&[u8]]) -> Result<HashBatch, HashError> {
-        // A refusal here is this batch's: if the session itself broke, the
-        // next SFTP request says so.
-        let refused =
-            |e: &dyn std::fmt::Display| HashError::Unavailable(format!("exec refused: {e}"));
-        let mut channel = session.channel_session().map_err(|e| refused(&e))?;
-        channel.exec(HASH_COMMAND).map_err(|e| refused(&e))?;
+    pub fn start(session: &Session, tool: Tool, paths: &[&[u8]]) -> Result<HashBatch, HashError> {
+        let mut channel = session.channel_session().map_err(refused_or_broken)?;
+        channel.exec(tool.command()).map_err(refused_or_broken)?;
         let mut input = Vec::new();
-        for p in paths {
-            input.extend_from_slice(p);
+        let mut expected = HashMap::new();
+        for &p in paths {
+            // Never an option: a relative path gets a leading `./`.
+            let given = if p.starts_with(b"/") {
+                p.to_vec()
+            } else {
+                [b"./".as_slice(), p].concat()
+            };
+            input.extend_from_slice(&given);
             input.push(0);
+            for printed in printed_forms(&given) {
+                expected
+                    .entry(printed)
+                    .and_modify(|n: &mut Option<Vec<u8>>| {
+                        // Two names printed alike: neither is trusted.
+                        if n.as_deref() != Some(p) {
+                            *n = None;
+                        }
+                    })
+                    .or_insert_with(|| Some(p.to_vec()));
+            }
         }
-        channel.write_all(&input).map_err(|e| refused(&e))?;
-        channel.send_eof().map_err(|e| refused(&e))?;
+        channel
+            .write_all(&input)
+            .map_err(|e| HashError::Session(SftpError::from(e)))?;
+        channel.send_eof().map_err(refused_or_broken)?;
         Ok(HashBatch {
             channel: Some(channel),
             partial: Vec::new(),
             results: HashMap::new(),
+            expected,
             stderr: String::new(),
         })
     }
@@ -111,7 +182,7 @@ impl HashBatch {
     ///
     /// # Errors
     /// [`HashError::Unavailable`] when the output ended without it (with
-    /// what `sha256sum` said), a broken session.
+    /// what the hasher said), a broken session.
     pub fn hash_of(&mut self, path: &[u8]) -> Result<[u8; 32], HashError> {
         loop {
             if let Some(h) = self.results.get(path) {
@@ -120,7 +191,7 @@ impl HashBatch {
             if !self.read_more()? {
                 let said = self.stderr.trim();
                 return Err(HashError::Unavailable(if said.is_empty() {
-                    "no hash in the output of sha256sum".into()
+                    "no hash for it in the hasher's output".into()
                 } else {
                     said.to_string()
                 }));
@@ -165,8 +236,10 @@ impl HashBatch {
         self.partial.extend_from_slice(&buf[..n]);
         while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=end).collect();
-            if let Some((name, hash)) = parse_line(&line[..line.len() - 1]) {
-                self.results.insert(name, hash);
+            if let Some((printed, hash)) = parse_line(&line[..line.len() - 1])
+                && let Some(Some(name)) = self.expected.get(&printed)
+            {
+                self.results.insert(name.clone(), hash);
             }
         }
         Ok(true)
@@ -177,10 +250,48 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// One line of `sha256sum` output (without its newline): `HASH  NAME`, or
-/// `\HASH  NAME` with `\\`, `\n` and `\r` escaped in NAME. `None` for
+/// How a hasher may print `name`: as it is, or, when it holds a newline,
+/// a carriage return or a backslash, after a leading `\` with `\n`, `\r`
+/// and `\\` escaped (GNU `sha256sum`; 8.x leaves `\r` as it is) or with
+/// only the newline escaped (OpenSSL 3's `dgst -r`). The output is matched
+/// against these forms of the names asked for, never unescaped, so a
+/// printed name that two names could give is trusted for neither.
+fn printed_forms(name: &[u8]) -> Vec<Printed> {
+    let special = |b: &u8| matches!(b, b'\n' | b'\r' | b'\\');
+    if !name.iter().any(special) {
+        return vec![(false, name.to_vec())];
+    }
+    let escape = |set: &[u8]| -> Vec<u8> {
+        let mut out = Vec::with_capacity(name.len() + 4);
+        for &b in name {
+            match b {
+                b'\n' if set.contains(&b) => out.extend_from_slice(b"\\n"),
+                b'\r' if set.contains(&b) => out.extend_from_slice(b"\\r"),
+                b'\\' if set.contains(&b) => out.extend_from_slice(b"\\\\"),
+                b => out.push(b),
+            }
+        }
+        out
+    };
+    let mut forms = vec![
+        (true, escape(b"\n\r\\")),
+        (true, escape(b"\n\\")),
+        (true, escape(b"\n")),
+    ];
+    if !name.contains(&b'\n') {
+        // No newline: OpenSSL prints it as it is.
+        forms.push((false, name.to_vec()));
+    }
+    forms.sort();
+    forms.dedup();
+    forms
+}
+
+/// One line of hasher output (without its newline): `HASH  NAME` or
+/// `HASH *NAME`, either after a `\` that says NAME is escaped. Gives NAME as
+/// printed, whether it was marked escaped, and the hash; `None` for
 /// anything else.
-pub fn parse_line(line: &[u8]) -> Option<(Vec<u8>, [u8; 32])> {
+pub fn parse_line(line: &[u8]) -> Option<(Printed, [u8; 32])> {
     let (escaped, line) = match line.strip_prefix(b"\\") {
         Some(rest) => (true, rest),
         None => (false, line),
@@ -195,43 +306,67 @@ pub fn parse_line(line: &[u8]) -> Option<(Vec<u8>, [u8; 32])> {
         let text = std::str::from_utf8(pair).ok()?;
         hash[i] = u8::from_str_radix(text, 16).ok()?;
     }
-    let raw = &line[66..];
-    if !escaped {
-        return Some((raw.to_vec(), hash));
-    }
-    let mut name = Vec::with_capacity(raw.len());
-    let mut bytes = raw.iter();
-    while let Some(&b) = bytes.next() {
-        if b != b'\\' {
-            name.push(b);
-            continue;
-        }
-        match bytes.next()? {
-            b'\\' => name.push(b'\\'),
-            b'n' => name.push(b'\n'),
-            b'r' => name.push(b'\r'),
-            _ => return None,
-        }
-    }
-    Some((name, hash))
+    Some(((escaped, line[66..].to_vec()), hash))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Where `line` leads among the names asked for.
+    fn resolve(names: &[&[u8]], line: &str) -> Option<Vec<u8>> {
+        let mut expected: HashMap<Printed, Option<Vec<u8>>> = HashMap::new();
+        for &n in names {
+            for f in printed_forms(n) {
+                expected
+                    .entry(f)
+                    .and_modify(|e| {
+                        if e.as_deref() != Some(n) {
+                            *e = None;
+                        }
+                    })
+                    .or_insert_with(|| Some(n.to_vec()));
+            }
+        }
+        let (printed, _) = parse_line(line.as_bytes())?;
+        expected.get(&printed).cloned().flatten()
+    }
+
     #[test]
-    fn plain_and_escaped_lines_parse_to_the_exact_name() {
+    fn lines_of_both_hashers_lead_to_the_exact_name_and_ambiguity_to_none() {
         let h = EMPTY_SHA256;
-        let (n, d) = parse_line(format!("{h}  /a/b c.csv").as_bytes()).unwrap();
-        assert_eq!(n, b"/a/b c.csv");
-        assert_eq!(hex(&d), h);
-        let (n, _) = parse_line(format!("\\{h}  /a/x\\ny\\\\z\\r").as_bytes()).unwrap();
-        assert_eq!(n, b"/a/x\ny\\z\r");
-        let (n, _) = parse_line(format!("{h} */-x").as_bytes()).unwrap();
-        assert_eq!(n, b"/-x");
+        let names: [&[u8]; 4] = [b"/a/b c.csv", b"/a/x\ny\\z", b"/a/back\\slash", b"/-x"];
+        // sha256sum
+        assert_eq!(
+            resolve(&names, &format!("{h}  /a/b c.csv")).unwrap(),
+            names[0]
+        );
+        assert_eq!(
+            resolve(&names, &format!("\\{h}  /a/x\\ny\\\\z")).unwrap(),
+            names[1]
+        );
+        assert_eq!(
+            resolve(&names, &format!("\\{h}  /a/back\\\\slash")).unwrap(),
+            names[2]
+        );
+        // openssl dgst -r: a newline escaped, a backslash not.
+        assert_eq!(
+            resolve(&names, &format!("\\{h} */a/x\\ny\\z")).unwrap(),
+            names[1]
+        );
+        assert_eq!(
+            resolve(&names, &format!("{h} */a/back\\slash")).unwrap(),
+            names[2]
+        );
+        assert_eq!(resolve(&names, &format!("{h} */-x")).unwrap(), names[3]);
+        // Not output lines.
         assert!(parse_line(b"sha256sum: /a: No such file or directory").is_none());
-        assert!(parse_line(format!("\\{h}  /a\\q").as_bytes()).is_none());
         assert!(parse_line(format!("{h}_ /a").as_bytes()).is_none());
+        // "x<newline>\n" and "x\\n<newline>"... two names OpenSSL prints
+        // alike: neither is trusted.
+        let twins: [&[u8]; 2] = [b"/a/p\nq\\nr", b"/a/p\\nq\nr"];
+        assert_eq!(resolve(&twins, &format!("\\{h} */a/p\\nq\\nr")), None);
+        // A name nobody asked for.
+        assert_eq!(resolve(&names, &format!("{h}  /etc/passwd")), None);
     }
 }

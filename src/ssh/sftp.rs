@@ -27,7 +27,7 @@ use std::io::{self, Read, Write};
 
 use ssh2::{Channel, Session};
 
-use crate::ssh::exec::{HashBatch, HashError};
+use crate::ssh::exec::{HashBatch, HashError, Tool};
 
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod scripted;
@@ -152,7 +152,9 @@ pub struct SftpChannel {
     outstanding: usize,
     /// The session, for the exec channels that hash files remotely.
     session: Session,
-    /// Hash batches by number ([`crate::ssh::exec`]).
+    /// What hashes files remotely, once probed ([`crate::ssh::exec`]).
+    hasher: Option<Tool>,
+    /// Hash batches by number.
     batches: HashMap<u32, HashBatch>,
     /// Their numbers in the order they were started.
     batch_order: Vec<u32>,
@@ -175,6 +177,7 @@ impl SftpChannel {
             out: Vec::with_capacity(64 << 10),
             outstanding: 0,
             session: session.clone(),
+            hasher: None,
             batches: HashMap::new(),
             batch_order: Vec::new(),
             next_batch: 1,
@@ -318,7 +321,8 @@ impl SftpChannel {
                 b.finish()?;
             }
         }
-        let batch = HashBatch::start(&self.session, paths)?;
+        let tool = self.hasher.unwrap_or(Tool::Sha256sum);
+        let batch = HashBatch::start(&self.session, tool, paths)?;
         let n = self.next_batch;
         self.next_batch = self.next_batch.wrapping_add(1);
         self.batches.insert(n, batch);
@@ -415,7 +419,10 @@ impl Wire for SftpChannel {
     }
     fn hash_probe(&mut self) -> Result<(), String> {
         self.flush().map_err(|e| e.to_string())?;
-        crate::ssh::exec::probe(&self.session)
+        let tool = crate::ssh::exec::probe(&self.session)?;
+        tracing::debug!(command = tool.command(), "the coprocessor hashes files");
+        self.hasher = Some(tool);
+        Ok(())
     }
     fn hash_start(&mut self, paths: &[&[u8]]) -> Result<u32, HashError> {
         SftpChannel::hash_start(self, paths)

@@ -96,9 +96,10 @@ pub enum Cause {
     },
     /// `transfer.verify = "sha256"` and the account cannot hash files.
     #[error(
-        "transfer.verify is \"sha256\" but the coprocessor account cannot run sha256sum: \
-         {0}; nothing was transferred or removed. Let the account run commands, or set \
-         transfer.verify = \"auto\" to check sizes only where hashing is not possible"
+        "transfer.verify is \"sha256\" but the coprocessor account cannot hash files \
+         (openssl dgst -sha256 or sha256sum): {0}; nothing was transferred or removed. Let \
+         the account run commands, or set transfer.verify = \"auto\" to check sizes only \
+         where hashing is not possible"
     )]
     VerifyUnavailable(String),
     /// The ledger could not be written: nothing more may be removed.

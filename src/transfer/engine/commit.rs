@@ -32,7 +32,7 @@ impl Engine<'_, '_> {
     pub(super) fn file_read(&mut self, j: usize, a: Active) -> Result<(), Stop> {
         let (rel, dir) = (self.tree.job_rel(j), self.tree.job_dir(j));
         let Active {
-            partial,
+            mut partial,
             resumed,
             state,
             trouble,

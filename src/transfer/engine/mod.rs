@@ -283,12 +283,13 @@ impl<'a, 'c> Engine<'a, 'c> {
         self.list_all()?;
         self.seen = HashSet::new();
         let order = self.tree.file_order();
-        let result = self.transfer(order);
+        self.transfer(order)?;
         // Hash batches of files that were never judged (skipped, failed).
+        // Only on success: closing a channel waits for the server's answer,
+        // which a broken link never gives; the pass abandons that session.
         for b in std::mem::take(&mut self.batch_left).into_keys() {
             self.wire.hash_end(b);
         }
-        result?;
         if self.listing_complete {
             let swept = self.lander.sweep_leftovers();
             if swept > 0 {

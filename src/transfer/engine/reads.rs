@@ -454,7 +454,7 @@ impl Active {
     /// Writes the data that continues the partial file, in order.
     fn drain_in_order(&mut self) -> Result<(), LandingError> {
         while let Some(data) = self.ahead.remove(&self.partial.offset()) {
-            self.partial.write(&data)?;
+            self.partial.write_owned(data)?;
         }
         Ok(())
     }
