@@ -12,6 +12,7 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
+use v2x_data_sftp_client::ssh::exec::Tool;
 use v2x_data_sftp_client::ssh::sftp::Wire;
 
 fn stamp(day: u32) -> Stamp {
@@ -226,16 +227,21 @@ fn hostile_remote_names_hash_correctly_and_run_nothing() {
         })
         .collect();
     let refs: Vec<&[u8]> = paths.iter().map(Vec::as_slice).collect();
-    let batch = wire.hash_start(&refs).expect("sha256sum started");
-    for (name, path) in names.iter().zip(&paths) {
-        let got = wire.hash_of(batch, path).expect("a hash");
-        let want = tree
-            .entry(&format!("{session}/{name}"))
-            .expect("entry")
-            .sha256
-            .clone();
-        let got: String = got.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(got, want, "{name:?}");
+    // Both hashers: the probe's choice (OpenSSL here) and the fallback.
+    for tool in [Tool::OpenSsl, Tool::Sha256sum] {
+        wire.hash_with(tool);
+        let batch = wire.hash_start(&refs).expect("the hasher started");
+        for (name, path) in names.iter().zip(&paths) {
+            let got = wire.hash_of(batch, path).expect("a hash");
+            let want = tree
+                .entry(&format!("{session}/{name}"))
+                .expect("entry")
+                .sha256
+                .clone();
+            let got: String = got.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(got, want, "{tool:?} {name:?}");
+        }
+        wire.hash_end(batch);
     }
     // A file that is not there: that file's trouble, with sha256sum's words.
     let missing = tree
