@@ -2,22 +2,29 @@
 //!
 //! - Each layer defines its own typed errors with `thiserror`:
 //!   [`crate::config::ConfigError`], [`crate::ssh::session::RemoteError`],
-//!   [`crate::landing::LandingError`]. There is no `anyhow`: `main` maps one
-//!   result to the exit status (0 all handled, 1 an intersection failed, 2
-//!   usage or config) and nothing else needs type erasure.
+//!   [`crate::ssh::sftp::SftpError`], [`crate::landing::LandingError`]. An
+//!   intersection's early end is a [`crate::transfer::stop::Stop`]: the typed
+//!   cause (one of those errors, or the deadline, a signal, a full disk...)
+//!   and its [`Disposition`], kept as they are up to the pass, which logs
+//!   the stop once and records its kind (`stopped_by`) and message in the
+//!   report. There is no `anyhow`: [`crate::commands::Exit`] is the one map
+//!   to the exit status (0 all handled, 1 an intersection failed, 2 usage or
+//!   config) and nothing else needs type erasure.
 //! - Every error names what an operator needs to act: the config key and line,
 //!   the host, the remote or local path. The intersection is carried by the
-//!   tracing span (field `intersection`) and by the report, so messages do not
-//!   repeat it.
-//! - A failure is logged once, where it is handled (in `pass`), with
-//!   structured fields; lower layers return errors and do not log them.
+//!   tracing span `intersection` made per intersection (the journal's
+//!   `INTERSECTION=` field on every record) and by the report, so messages
+//!   do not repeat it.
+//! - A failure is logged once, where it is handled (in `transfer::pass` for
+//!   an intersection, in the engine for a file); lower layers return errors
+//!   and do not log them.
 //! - Every error says what it means for the pass, as a [`Disposition`]:
 //!   that decides between "reconnect and go on", "skip this file", and "stop
 //!   this intersection, keep its remote data".
 //! - Secrets never appear in an error: they live in
 //!   [`crate::common::secret::Secret`], whose `Display` and `Debug` print `***`.
 //! - A panic is a bug, and a bug in one intersection must not cost the
-//!   others their pass: `pass` catches a panic per intersection and the
+//!   others their pass: the pass catches a panic per intersection and the
 //!   commit threads per file, and either becomes an "internal error" that
 //!   stops that intersection with its remote data kept. Panic messages are
 //!   ours (format strings in this crate, never a secret's value), so they

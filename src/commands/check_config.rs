@@ -8,8 +8,8 @@
 
 use crate::cli::Cli;
 use crate::commands::{Exit, load, select};
+use crate::common::scoped::each_intersection;
 use std::path::Path;
-use std::thread;
 
 use crate::commands::trust;
 use crate::config::{self, Config, Intersection};
@@ -57,29 +57,17 @@ pub fn probe_all(
     known: &KnownHosts,
     intersections: &[Intersection],
 ) -> Vec<Probe> {
-    let mut out = Vec::with_capacity(intersections.len());
-    for chunk in intersections.chunks(PROBE_PARALLEL) {
-        thread::scope(|scope| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|ix| {
-                    scope.spawn(move || {
-                        let _span =
-                            tracing::info_span!("intersection", intersection = %ix.name).entered();
-                        probe(config, known, ix)
-                    })
-                })
-                .collect();
-            for (h, ix) in handles.into_iter().zip(chunk) {
-                out.push(h.join().unwrap_or_else(|_| Probe {
-                    name: ix.name.clone(),
-                    addr: known_hosts::host_port_name(&ix.host, ix.port),
-                    result: Err((Step::Reach, "the probe panicked (a bug)".into())),
-                }));
-            }
-        });
-    }
-    out
+    each_intersection(
+        intersections,
+        PROBE_PARALLEL,
+        |ix| &ix.name,
+        |ix| probe(config, known, ix),
+        |ix| Probe {
+            name: ix.name.clone(),
+            addr: known_hosts::host_port_name(&ix.host, ix.port),
+            result: Err((Step::Reach, "the probe panicked (a bug)".into())),
+        },
+    )
 }
 
 fn probe(config: &Config, known: &KnownHosts, ix: &Intersection) -> Probe {

@@ -94,6 +94,10 @@ pub(crate) fn print_config_errors(errors: &ConfigErrors) {
 
 /// Loads and validates the config and the known_hosts file; on an error,
 /// prints it and gives [`Exit::Config`].
+///
+/// # Errors
+/// [`Exit::Config`], once the config's errors or the known_hosts file's
+/// read error are printed.
 pub(crate) fn load(cli: &Cli) -> Result<(Config, KnownHosts), Exit> {
     let loaded = config::load(&cli.config).map_err(|e| {
         print_config_errors(&e);
@@ -115,6 +119,10 @@ pub(crate) fn load(cli: &Cli) -> Result<(Config, KnownHosts), Exit> {
 
 /// The intersections named by `--only` (or a command's names), all when
 /// `names` is empty; an unknown name is a usage error.
+///
+/// # Errors
+/// [`Exit::Config`], once the unknown name is printed with the names the
+/// config has.
 pub(crate) fn select(
     config: &Config,
     names: &[String],

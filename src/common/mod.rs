@@ -7,8 +7,10 @@
 //! | [`durable`] | replacing a small file so a crash leaves the old or the new |
 //! | [`secret`] | passwords and passphrases that never print |
 //! | [`fault`] | crash points for the fault campaign (inert in a shipped build) |
+//! | [`scoped`] | work on several intersections at once, each in its span |
 pub mod clock;
 pub mod durable;
 pub mod fault;
+pub mod scoped;
 pub mod secret;
 pub mod text;

@@ -59,6 +59,10 @@ pub(crate) struct Notes {
 /// TOML text equivalent to the legacy JSON at `path` (for
 /// `import-legacy-config`). Does not require known_hosts to exist: the
 /// operator imports first and creates it afterwards.
+///
+/// # Errors
+/// As [`crate::config::load`] for a legacy file: it cannot be read, is not
+/// UTF-8 or not JSON of the seed's shape, or holds invalid values.
 pub fn import(path: &Path) -> Result<String, ConfigErrors> {
     let one = |e: ConfigError| ConfigErrors(vec![e]);
     let bytes = std::fs::read(path).map_err(|e| {
@@ -207,6 +211,10 @@ fn comment_safe(s: &str) -> String {
 }
 
 /// Reads the legacy JSON text into the shared draft.
+///
+/// # Errors
+/// A JSON syntax error, a value of the wrong type or an unknown key, alone
+/// and with its line.
 pub(crate) fn parse(path: &Path, text: &str) -> Result<(Draft, Notes), Vec<ConfigError>> {
     let raw: LegacyFile =
         serde_json::from_str(text).map_err(|e| vec![json_error(path, text, &e)])?;
@@ -525,6 +533,7 @@ impl<'a> Locator<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tests::{find, write_config as write};
     use crate::config::{
         DEFAULT_ELEMENTS, DEFAULT_KNOWN_HOSTS, Loaded, StartTime, Transfer, load_with,
     };
@@ -545,13 +554,6 @@ mod tests {
         known_hosts_exists: false,
     };
 
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, text).expect("write");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        path
-    }
-
     fn load_json(path: &Path) -> Result<Loaded, ConfigErrors> {
         load_with(path, NO_KNOWN_HOSTS_CHECK)
     }
@@ -563,13 +565,6 @@ mod tests {
             Ok(_) => panic!("expected errors for {text}"),
             Err(e) => e.0,
         }
-    }
-
-    fn find<'a>(errors: &'a [ConfigError], key: &str) -> &'a ConfigError {
-        errors
-            .iter()
-            .find(|e| e.key.as_deref() == Some(key))
-            .unwrap_or_else(|| panic!("no error for {key} in {}", ConfigErrors(errors.to_vec())))
     }
 
     #[test]

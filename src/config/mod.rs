@@ -191,6 +191,13 @@ pub struct Loaded {
 
 /// Reads `path`; a legacy JSON file is recognised by its content (first
 /// non-whitespace char is '{'), otherwise TOML.
+///
+/// # Errors
+/// Every problem found, each naming file, key and line where it can: the
+/// file cannot be read or is not UTF-8; a syntax error, a value of the
+/// wrong type or an unknown key (alone: the parser stops there); then
+/// every invalid or missing value, and a known_hosts file that does not
+/// exist.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     load_with(
         path,
@@ -294,6 +301,10 @@ pub(crate) struct Checks {
     pub known_hosts_exists: bool,
 }
 
+/// [`load`], with only the file-system `checks` asked for.
+///
+/// # Errors
+/// As [`load`].
 pub(crate) fn load_with(path: &Path, checks: Checks) -> Result<Loaded, ConfigErrors> {
     let bytes = std::fs::read(path).map_err(|e| {
         ConfigErrors(vec![ConfigError::new(
@@ -313,6 +324,9 @@ pub(crate) fn load_with(path: &Path, checks: Checks) -> Result<Loaded, ConfigErr
 }
 
 /// The file as text, with a line number when it is not UTF-8.
+///
+/// # Errors
+/// The bytes are not UTF-8: the error names the line of the first bad byte.
 pub(crate) fn utf8_text(path: &Path, bytes: Vec<u8>) -> Result<String, ConfigError> {
     String::from_utf8(bytes).map_err(|e| {
         let valid = e.utf8_error().valid_up_to();

@@ -2,6 +2,15 @@ use super::validate::parse_size;
 use super::*;
 use std::os::unix::fs::PermissionsExt;
 
+/// Writes a config file `<dir>/<name>` with the mode the loader advises
+/// (0640: it may hold a password, so not readable by every user).
+pub(super) fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write config");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    path
+}
+
 /// A temp folder holding a known_hosts file, so `load` can run its checks.
 struct Fixture {
     dir: tempfile::TempDir,
@@ -17,10 +26,7 @@ impl Fixture {
     }
 
     fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).expect("write config");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
-        path
+        write_config(self.dir.path(), name, text)
     }
 
     /// `body` with a `known_hosts` line pointing at the fixture's file.
@@ -54,8 +60,9 @@ password = "secret"
 v2x_data_location = "/home/ubuntu/intersection-1/bin/v2x_data"
 "#;
 
-/// Line numbers below count the fixture's extra first line (`known_hosts`).
-fn find<'a>(errors: &'a [ConfigError], key: &str) -> &'a ConfigError {
+/// The error about `key` in `errors`. (Line numbers in the tests below
+/// count the fixture's extra first line, `known_hosts`.)
+pub(super) fn find<'a>(errors: &'a [ConfigError], key: &str) -> &'a ConfigError {
     errors
         .iter()
         .find(|e| e.key.as_deref() == Some(key))

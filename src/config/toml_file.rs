@@ -89,6 +89,10 @@ pub struct RawIntersection {
 
 /// Parses TOML text into the shared draft; a syntax, type or unknown-key
 /// error is returned alone (the parser cannot go on after it).
+///
+/// # Errors
+/// That one error, naming file, line and (when it can) key, never quoting
+/// the line (it may hold a password).
 pub(crate) fn parse(file: &Path, text: &str) -> Result<Draft, Vec<ConfigError>> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| vec![toml_error(file, text, &e)])?;
     Ok(Converter { file, text }.draft(raw))

@@ -36,6 +36,11 @@ impl Report<'_> {
 }
 
 /// Turns a draft into a [`Config`], reporting every problem found.
+///
+/// # Errors
+/// Every invalid, missing or conflicting value (two ways to authenticate,
+/// duplicate names), each with its key and line; with
+/// `checks.known_hosts_exists`, a known_hosts file that is not there.
 pub(crate) fn validate(
     file: &Path,
     draft: Draft,
@@ -408,6 +413,9 @@ fn duration(
 }
 
 /// Bytes from an integer or a string such as `"1GiB"` or `"500 MB"`.
+///
+/// # Errors
+/// A text that is not a number with a known unit, or that overflows 64 bits.
 pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text

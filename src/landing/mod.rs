@@ -560,11 +560,18 @@ impl Partial {
         self.hasher.digest()
     }
 
-    /// Appends `buf` to the file and to its hash. The hash is of the bytes
-    /// as they come in, the same buffer the write takes: what it checks
-    /// against the coprocessor's own hash is the whole download (pipelined
-    /// reads, their order, resume), not the kernel's copy to disk, which
-    /// `v2x-data-sftp-client verify` re-reads later.
+    /// Appends `buf` to the file and to its hash, directly to the device in
+    /// whole blocks while the filesystem takes that, through the page cache
+    /// otherwise. The hash is of the bytes as they come in, the same buffer
+    /// the write takes: what it checks against the coprocessor's own hash
+    /// is the whole download (pipelined reads, their order, resume), not the
+    /// kernel's copy to disk, which `v2x-data-sftp-client verify` re-reads
+    /// later.
+    ///
+    /// # Errors
+    /// [`LandingError::DiskFull`] when the disk or the quota is full;
+    /// [`LandingError::Io`] for any other write error. The partial stays on
+    /// disk for a later pass to resume.
     pub fn write(&mut self, buf: &[u8]) -> Result<(), LandingError> {
         self.write_owned(buf.to_vec())
     }
@@ -657,6 +664,15 @@ impl Partial {
     }
 
     /// Verifies, fsyncs and renames the file into place; see the module docs.
+    ///
+    /// # Errors
+    /// [`LandingError::Incomplete`] when the file does not hold exactly the
+    /// remote size; [`LandingError::DiskFull`] or [`LandingError::Io`] when
+    /// writing, fsyncing, comparing with an existing file or renaming
+    /// fails; [`LandingError::NoFreeName`] when every conflict name is
+    /// taken by other content. The partial is removed when its bytes cannot
+    /// be trusted (a failed write or fsync, a wrong size); the remote copy
+    /// is kept in every case.
     pub fn commit(mut self) -> Result<Landed, LandingError> {
         if let Err(e) = self.flush_direct() {
             let err = LandingError::io("writing", &self.temp, e);
@@ -693,49 +709,38 @@ impl Partial {
         let dir_handle =
             File::open(&self.dir).map_err(|e| LandingError::io("opening folder", &self.dir, e))?;
         for n in 0..MAX_CONFLICTS {
-            let candidate = conflict_name(&self.name, n);
-            let target = self.dir.join(&candidate);
-            match place_no_replace(&dir_handle, &self.temp, &target) {
-                Ok(()) => {
-                    dir_handle
-                        .sync_all()
-                        .map_err(|e| LandingError::io("fsyncing folder", &self.dir, e))?;
-                    return Ok(Landed {
-                        remote: std::mem::take(&mut self.remote),
-                        id: self.id,
-                        path: target,
-                        bytes: self.written,
-                        already_present: false,
-                        sha256: self.sha256(),
-                    });
-                }
+            let target = self.dir.join(conflict_name(&self.name, n));
+            let already_present = match place_no_replace(&dir_handle, &self.temp, &target) {
+                Ok(()) => false,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if same_content(&self.temp, &target)
+                    if !same_content(&self.temp, &target)
                         .map_err(|e| LandingError::io("comparing with", &target, e))?
                     {
-                        fs::remove_file(&self.temp)
-                            .map_err(|e| LandingError::io("removing", &self.temp, e))?;
-                        // The existing copy may be from a crashed pass that
-                        // never fsynced its folder; make sure it is durable
-                        // before the caller deletes the remote copy.
-                        File::open(&target)
-                            .and_then(|f| f.sync_all())
-                            .map_err(|e| LandingError::io("fsyncing", &target, e))?;
-                        dir_handle
-                            .sync_all()
-                            .map_err(|e| LandingError::io("fsyncing folder", &self.dir, e))?;
-                        return Ok(Landed {
-                            remote: std::mem::take(&mut self.remote),
-                            id: self.id,
-                            path: target,
-                            bytes: self.written,
-                            already_present: true,
-                            sha256: self.sha256(),
-                        });
+                        continue;
                     }
+                    fs::remove_file(&self.temp)
+                        .map_err(|e| LandingError::io("removing", &self.temp, e))?;
+                    // The existing copy may be from a crashed pass that
+                    // never fsynced its folder; make sure it is durable
+                    // before the caller deletes the remote copy.
+                    File::open(&target)
+                        .and_then(|f| f.sync_all())
+                        .map_err(|e| LandingError::io("fsyncing", &target, e))?;
+                    true
                 }
                 Err(e) => return Err(LandingError::io("renaming into", &target, e)),
-            }
+            };
+            dir_handle
+                .sync_all()
+                .map_err(|e| LandingError::io("fsyncing folder", &self.dir, e))?;
+            return Ok(Landed {
+                remote: std::mem::take(&mut self.remote),
+                id: self.id,
+                path: target,
+                bytes: self.written,
+                already_present,
+                sha256: self.sha256(),
+            });
         }
         let path = self.dir.join(&self.name);
         self.discard();
@@ -1173,6 +1178,11 @@ fn start_writeback(file: &File) {
 
 /// Creates `dir` and any missing parents, fsyncing each parent that gained
 /// an entry, so a new folder survives a power cut together with its files.
+///
+/// # Errors
+/// [`LandingError::DiskFull`] or [`LandingError::Io`] naming the folder
+/// that could not be created or fsynced (a path component that is a file,
+/// permission denied, disk full).
 pub fn create_dir_durably(dir: &Path) -> Result<(), LandingError> {
     if dir.is_dir() {
         return Ok(());
@@ -1194,6 +1204,9 @@ pub fn create_dir_durably(dir: &Path) -> Result<(), LandingError> {
 }
 
 /// Bytes an unprivileged writer may still use on the filesystem of `path`.
+///
+/// # Errors
+/// `statvfs(2)` fails: `path` does not exist or cannot be reached.
 pub fn free_bytes(path: &Path) -> io::Result<u64> {
     let st = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
     Ok(st.blocks_available().saturating_mul(st.fragment_size()))
@@ -1677,6 +1690,11 @@ mod tests {
             .unwrap_or_else(|e| panic!("not done within {limit:?} ({e}; a panic is shown above)"))
     }
 
+    /// Lets a `die*` commit go: until then it waits, so what the test
+    /// submits after it is queued behind it, not committed inline because
+    /// the worker is already gone.
+    static DIE_NOW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
     /// Panics for files named `panic*`, dies for good for `die*` (its panic
     /// payload panics again when the worker drops it), commits the others.
     fn faulty_commit(p: Partial) -> Result<Landed, LandingError> {
@@ -1691,6 +1709,12 @@ mod tests {
             panic!("injected panic in {name}");
         }
         if name.starts_with("die") {
+            let t0 = std::time::Instant::now();
+            while !DIE_NOW.load(std::sync::atomic::Ordering::SeqCst)
+                && t0.elapsed() < Duration::from_secs(5)
+            {
+                thread::sleep(Duration::from_millis(1));
+            }
             std::panic::panic_any(Bomb);
         }
         if name.starts_with("slow") {
@@ -1736,13 +1760,16 @@ mod tests {
             let mut pool = CommitPool::with_commit(1, Duration::from_millis(50), faulty_commit);
             pool.submit(7, ready(&dir, "die.csv", b"d"));
             pool.submit(8, ready(&dir, "queued.csv", b"q"));
+            DIE_NOW.store(true, std::sync::atomic::Ordering::SeqCst);
             let t0 = std::time::Instant::now();
             let out: Vec<_> = std::iter::from_fn(|| pool.wait_done()).collect();
             assert_eq!(pool.pending(), 0);
             (out, t0.elapsed())
         });
         assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
-        let keys: Vec<usize> = results.iter().map(|(k, _)| *k).collect();
+        // Both fail; which is reported first is the scheduler's choice.
+        let mut keys: Vec<usize> = results.iter().map(|(k, _)| *k).collect();
+        keys.sort_unstable();
         assert_eq!(keys, [7, 8]);
         for (_, r) in &results {
             let err = r.as_ref().unwrap_err();

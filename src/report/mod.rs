@@ -5,6 +5,12 @@
 //! folder fsync) so `status` never reads half a report, and it carries each
 //! intersection's last success forward from the previous report, so an
 //! intersection that keeps failing still shows when it last worked.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | this file | [`RunReport`], the state file, the `status` table and JSON |
+//! | [`metrics`] | the Prometheus node_exporter textfile |
+//! | [`progress`] | running totals, and the progress bar of `run` on a terminal |
 
 pub mod metrics;
 pub mod progress;
@@ -260,6 +266,13 @@ pub fn state_path(state_directory: &Path) -> PathBuf {
     state_directory.join(STATE_FILE)
 }
 
+/// The last pass's report, for `status` and for carrying `last_success`
+/// over to the next one.
+///
+/// # Errors
+/// [`StateError::Missing`] when no pass has written one yet;
+/// [`StateError::Read`] when it cannot be read; [`StateError::Parse`] when
+/// it is not a report (damaged, or from an incompatible version).
 pub fn read(state_directory: &Path) -> Result<RunReport, StateError> {
     let path = state_path(state_directory);
     let text = match fs::read_to_string(&path) {
@@ -375,6 +388,18 @@ pub fn render_table(
 mod tests {
     use super::*;
 
+    /// A one-second pass started at `started` of config `/c`.
+    fn report(started: u64, intersections: Vec<IntersectionReport>) -> RunReport {
+        RunReport {
+            pass: String::new(),
+            ledger: Vec::new(),
+            started,
+            seconds: 1.0,
+            config: "/c".into(),
+            intersections,
+        }
+    }
+
     fn ix(name: &str, outcome: Outcome, last: Option<u64>) -> IntersectionReport {
         IntersectionReport {
             name: name.into(),
@@ -399,30 +424,22 @@ mod tests {
     #[test]
     fn round_trips_and_inherits_last_success() {
         let tmp = tempfile::tempdir().unwrap();
-        let first = RunReport {
-            pass: String::new(),
-            ledger: Vec::new(),
-            started: 10,
-            seconds: 1.0,
-            config: "/c".into(),
-            intersections: vec![
+        let first = report(
+            10,
+            vec![
                 ix("a", Outcome::Ok, Some(10)),
                 ix("b", Outcome::Ok, Some(10)),
             ],
-        };
+        );
         write(tmp.path(), &first).unwrap();
         assert_eq!(read(tmp.path()).unwrap(), first);
-        let mut second = RunReport {
-            pass: String::new(),
-            ledger: Vec::new(),
-            started: 20,
-            seconds: 1.0,
-            config: "/c".into(),
-            intersections: vec![
+        let mut second = report(
+            20,
+            vec![
                 ix("a", Outcome::Failed, None),
                 ix("b", Outcome::Ok, Some(20)),
             ],
-        };
+        );
         second.inherit_last_success(&first);
         assert_eq!(second.intersections[0].last_success, Some(10));
         assert_eq!(second.intersections[1].last_success, Some(20));
@@ -449,18 +466,11 @@ mod tests {
 
     #[test]
     fn status_is_ok_only_when_all_succeeded_recently() {
-        let report = RunReport {
-            pass: String::new(),
-            ledger: Vec::new(),
-            started: 100,
-            seconds: 1.0,
-            config: "/c".into(),
-            intersections: vec![ix("a", Outcome::Ok, Some(100))],
-        };
+        let last = report(100, vec![ix("a", Outcome::Ok, Some(100))]);
         let names = vec!["a".to_string()];
-        let rows = status_rows(Some(&report), &names, Duration::from_secs(60), 130);
+        let rows = status_rows(Some(&last), &names, Duration::from_secs(60), 130);
         assert!(status_ok(&rows));
-        let rows = status_rows(Some(&report), &names, Duration::from_secs(60), 161);
+        let rows = status_rows(Some(&last), &names, Duration::from_secs(60), 161);
         assert!(!status_ok(&rows));
         assert!(!status_ok(&status_rows(
             None,
@@ -472,26 +482,15 @@ mod tests {
 
     #[test]
     fn keep_unselected_keeps_other_intersections_in_config_order() {
-        let previous = RunReport {
-            pass: String::new(),
-            ledger: Vec::new(),
-            started: 10,
-            seconds: 1.0,
-            config: "/c".into(),
-            intersections: vec![
+        let previous = report(
+            10,
+            vec![
                 ix("a", Outcome::Ok, Some(10)),
                 ix("b", Outcome::Ok, Some(10)),
                 ix("gone", Outcome::Ok, Some(10)),
             ],
-        };
-        let mut only_b = RunReport {
-            pass: String::new(),
-            ledger: Vec::new(),
-            started: 20,
-            seconds: 1.0,
-            config: "/c".into(),
-            intersections: vec![ix("b", Outcome::Ok, Some(20))],
-        };
+        );
+        let mut only_b = report(20, vec![ix("b", Outcome::Ok, Some(20))]);
         let configured = vec!["a".to_string(), "b".to_string()];
         only_b.keep_unselected(&previous, &configured);
         let names: Vec<_> = only_b

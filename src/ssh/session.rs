@@ -161,6 +161,16 @@ impl Interrupter {
 /// Connects, checks the host key, authenticates and opens SFTP, with SSH
 /// compression as the intersection's `compression` says (off when unset;
 /// see [`connect_adaptive`]).
+///
+/// # Errors
+/// [`RemoteError::Resolve`] or [`RemoteError::Connect`] when the host
+/// cannot be found or reached within `connect_timeout`;
+/// [`RemoteError::Handshake`] when SSH negotiation fails;
+/// [`RemoteError::HostKey`] when the key is unknown to `known` or has
+/// changed; [`RemoteError::SecretFile`] when a password, key or passphrase
+/// file cannot be read; [`RemoteError::Auth`] when the server refuses the
+/// credentials; [`RemoteError::Session`] when the SFTP channel cannot be
+/// opened.
 pub fn connect(
     ix: &Intersection,
     known: &KnownHosts,
@@ -182,6 +192,10 @@ pub fn connect(
 /// trip, relays included), and an SFTP request on the new session checks
 /// it; if the two disagree the session is reopened once the other way.
 /// Returns the round trip measured, if it was.
+///
+/// # Errors
+/// As [`connect`], for whichever session is kept; also
+/// [`RemoteError::Session`] when the checking request fails.
 pub fn connect_adaptive(
     ix: &Intersection,
     known: &KnownHosts,
@@ -314,6 +328,12 @@ const PREFERRED_HOST_KEY_ALGORITHMS: &str = "ssh-ed25519,ecdsa-sha2-nistp256,ecd
 /// more (reinstalled with other keys) fails that handshake; it is then asked
 /// again without the restriction, so the caller sees the new key and can
 /// call it changed instead of "handshake failed".
+///
+/// # Errors
+/// [`RemoteError::Resolve`] or [`RemoteError::Connect`] when the host
+/// cannot be found or reached; [`RemoteError::Handshake`] when even the
+/// unrestricted handshake fails; [`RemoteError::HostKey`] when the server
+/// presents no key libssh2 can read.
 pub fn fetch_host_key(
     ix: &Intersection,
     known_types: &[String],
@@ -494,6 +514,11 @@ fn read_secret_file(path: &Path) -> Result<String, RemoteError> {
 }
 
 impl Remote {
+    /// A handle that can shut this session's socket from another thread,
+    /// as the pass's watchdog does at the deadline or on SIGTERM.
+    ///
+    /// # Errors
+    /// The socket cannot be duplicated (out of file descriptors).
     pub fn interrupter(&self) -> io::Result<Interrupter> {
         Ok(Interrupter(self.socket.try_clone()?))
     }
@@ -508,6 +533,10 @@ impl Remote {
 
     /// One SFTP request's round trip (an lstat of the login folder): the
     /// link's latency as the transfer will see it, relays included.
+    ///
+    /// # Errors
+    /// [`RemoteError::Session`] when the channel breaks or the answer is
+    /// malformed; a refusal of the lstat still measures the round trip.
     pub fn round_trip(&mut self) -> Result<Duration, RemoteError> {
         let started = Instant::now();
         let id = self.sftp.send_lstat(b".");
@@ -523,6 +552,11 @@ impl Remote {
     /// Every entry of `dir` but `.` and `..`, with lstat attributes (OpenSSH's
     /// sftp-server does not follow symlinks in READDIR). One request at a
     /// time: for tools, not for the pass.
+    ///
+    /// # Errors
+    /// [`RemoteError::Refused`] when the server will not open or read `dir`
+    /// (missing, not a folder, permission denied); [`RemoteError::Session`]
+    /// when the channel breaks or an answer is malformed.
     pub fn list(&mut self, dir: &Path) -> Result<Vec<Entry>, RemoteError> {
         let id = self.sftp.send_opendir(dir.as_os_str().as_bytes());
         let handle = match self.sftp.call(id)? {

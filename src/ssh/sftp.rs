@@ -168,6 +168,12 @@ const MAX_HASH_CHANNELS: usize = 4;
 
 impl SftpChannel {
     /// Opens the `sftp` subsystem and negotiates version 3.
+    ///
+    /// # Errors
+    /// [`SftpError::Channel`] when libssh2 cannot open the channel or the
+    /// server refuses the subsystem; [`SftpError::Io`] when the connection
+    /// fails or the server closes the channel before its VERSION;
+    /// [`SftpError::Protocol`] when its first answer is not a VERSION.
     pub fn start(session: &Session) -> Result<SftpChannel, SftpError> {
         let mut channel = session.channel_open("session", WINDOW, 32_768, None)?;
         channel.subsystem("sftp")?;
@@ -274,6 +280,10 @@ impl SftpChannel {
     }
 
     /// Sends every queued request.
+    ///
+    /// # Errors
+    /// [`SftpError::Io`] when the connection fails while writing (the
+    /// queued requests are then lost with it).
     pub fn flush(&mut self) -> Result<(), SftpError> {
         if !self.out.is_empty() {
             // No `Channel::flush` here: in libssh2 that *discards* received
@@ -285,6 +295,12 @@ impl SftpChannel {
     }
 
     /// Sends what is queued, then waits for the next response.
+    ///
+    /// # Errors
+    /// [`SftpError::Io`] when the connection fails, times out or the server
+    /// closes the channel; [`SftpError::Protocol`] when the answer is
+    /// malformed (an unknown type, a length out of range, fields that do not
+    /// fit its packet).
     pub fn recv(&mut self) -> Result<(u32, Response), SftpError> {
         self.flush()?;
         let answer = read_response(&mut self.channel).map_err(closed)?;
@@ -293,6 +309,10 @@ impl SftpChannel {
     }
 
     /// One request, waiting for its answer; only when nothing else is in flight.
+    ///
+    /// # Errors
+    /// As [`SftpChannel::recv`]. A `Status` answer, failure or not, is
+    /// returned as `Ok` for the caller to judge.
     pub fn call(&mut self, id: u32) -> Result<Response, SftpError> {
         loop {
             let (got, response) = self.recv()?;
@@ -451,6 +471,10 @@ impl Wire for SftpChannel {
 /// errors are pinned by this module's tests; the three that say "SFTP packet
 /// truncated" or "followed by ... stray bytes" come only from here, where a
 /// slice rather than a stream delimits the packet.
+///
+/// # Errors
+/// [`SftpError::Protocol`] for a packet that is truncated, of a length out
+/// of range, malformed, or followed by stray bytes.
 pub fn parse_packet(packet: &[u8]) -> Result<(u32, Response), SftpError> {
     let Some((prefix, rest)) = packet.split_first_chunk::<4>() else {
         return Err(protocol(format!(

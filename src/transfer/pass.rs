@@ -179,8 +179,8 @@ impl IntersectionReport {
 /// One intersection's run, a panic in it (a bug) caught: the intersection
 /// fails with what its report held so far (files already landed and
 /// removed stay counted) and the message, and the pass goes on. Nothing
-/// more is deleted: the panic unwinds out of the pipeline before its next
-/// remove request, and dropping the pipeline only finishes local commits.
+/// more is deleted: the panic unwinds out of the engine before its next
+/// remove request, and dropping the engine only finishes local commits.
 fn run_guarded(
     config: &Config,
     known: &KnownHosts,
@@ -271,6 +271,15 @@ impl<'a> IntersectionRun<'a> {
                         }
                         result
                     });
+            // The watchdog shut the socket down (deadline or signal): what
+            // failed then (a read, even an authentication) failed because of
+            // it, and the report names the cause, not the symptom.
+            if result.is_err()
+                && self.watchdog.fired()
+                && let Some(stop) = self.interrupted()
+            {
+                break Err(stop);
+            }
             let broken = match result {
                 Err(stop) if stop.reconnects() => stop,
                 other => break other,
@@ -437,6 +446,11 @@ impl Watchdog {
         if let Ok(mut s) = self.inner.sockets.lock() {
             s.push(socket);
         }
+    }
+
+    /// Whether the sockets were shut down (deadline or cancellation).
+    fn fired(&self) -> bool {
+        self.inner.fired.load(Ordering::SeqCst)
     }
 
     fn expired(&self) -> bool {

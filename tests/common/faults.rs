@@ -16,7 +16,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::client::{Client, bin};
-use super::local::{landing_places, sha256_file, walk_all};
+use super::local::{holds_copy, landing_places, sha256_file, walk_all};
 use super::remote::ManifestEntry;
 use super::run_cmd;
 
@@ -286,18 +286,39 @@ pub fn tally_landed(data_dir: &Path, intersection: &str, manifest: &[ManifestEnt
     for (landing, e) in landing_places(&base, manifest) {
         t.checked += 1;
         *expected_copies.entry(e.sha256.as_str()).or_default() += 1;
-        let p = base.join(landing);
-        let ok = fs::symlink_metadata(&p)
-            .map(|m| m.is_file() && m.len() == e.size)
-            .unwrap_or(false)
-            && sha256_file(&p) == e.sha256;
-        if !ok {
+        if !holds_copy(&base.join(landing), e) {
             t.lost += 1;
         }
     }
     for (hash, want) in expected_copies {
         let have = by_hash.get(hash).copied().unwrap_or(0);
         t.duplicated += have.saturating_sub(want);
+    }
+    t
+}
+
+/// After a killed pass: every file of `manifest` named in `gone` (no
+/// longer on the coprocessor) must be landed byte-identical. Places are
+/// assigned over the whole manifest, not over `gone` alone: of two twins
+/// (one name in two session folders), the one landed first takes the plain
+/// name and may still wait remotely for its REMOVE when the pass dies,
+/// while the other, landed as `.conflict-1` and removed, is among `gone`.
+pub fn tally_gone(
+    data_dir: &Path,
+    intersection: &str,
+    manifest: &[ManifestEntry],
+    gone: &[String],
+) -> Tally {
+    let base = data_dir.join(intersection);
+    let mut t = Tally::default();
+    for (landing, e) in landing_places(&base, manifest) {
+        if !gone.contains(&e.rel) {
+            continue;
+        }
+        t.checked += 1;
+        if !holds_copy(&base.join(landing), e) {
+            t.lost += 1;
+        }
     }
     t
 }
@@ -312,6 +333,16 @@ pub fn partial_files(dir: &Path) -> Vec<String> {
                 .is_some_and(|n| n.starts_with('.') && n.ends_with(".part"))
         })
         .collect()
+}
+
+/// The number of field `name` (`"VmHWM:"`, `"Threads:"`) in the text of a
+/// `/proc/<pid>/status` file; sizes are in KiB there.
+pub fn status_field(status: &str, name: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// One row of the campaign's figures.

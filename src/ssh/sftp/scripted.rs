@@ -269,6 +269,19 @@ impl Scripted {
         }
     }
 
+    /// REMOVE (`dir` false) or RMDIR (`dir` true) of `path`, once the
+    /// faults and the emptiness check have had their say: gone if it is a
+    /// node of that kind, "no such file" otherwise.
+    fn unlink(&mut self, path: &[u8], dir: bool) -> Response {
+        match self.nodes.get(path) {
+            Some(Node::Dir { .. }) if dir => {}
+            Some(Node::File { .. }) if !dir => {}
+            _ => return status_answer(status::NO_SUCH_FILE, "No such file"),
+        }
+        self.nodes.remove(path);
+        ok()
+    }
+
     fn children(&self, dir: &[u8]) -> Vec<NameEntry> {
         let mut prefix = dir.to_vec();
         prefix.push(b'/');
@@ -456,26 +469,14 @@ impl Scripted {
                 if self.faults.fail_remove.contains(&path) {
                     return status_answer(4, "Failure");
                 }
-                match self.nodes.get(&path) {
-                    Some(Node::File { .. }) => {
-                        self.nodes.remove(&path);
-                        ok()
-                    }
-                    _ => status_answer(status::NO_SUCH_FILE, "No such file"),
-                }
+                self.unlink(&path, false)
             }
             Req::Rmdir(path) => {
                 self.log.push(format!("RMDIR {}", show(&path)));
                 if self.faults.fail_rmdir || !self.children(&path).is_empty() {
                     return status_answer(4, "Failure");
                 }
-                match self.nodes.get(&path) {
-                    Some(Node::Dir { .. }) => {
-                        self.nodes.remove(&path);
-                        ok()
-                    }
-                    _ => status_answer(status::NO_SUCH_FILE, "No such file"),
-                }
+                self.unlink(&path, true)
             }
         }
     }
