@@ -722,7 +722,7 @@ fn every_cipher_and_mac_family_lands_byte_identical_files() {
                 ..SshdOptions::default()
             });
             let mut tree = RemoteTree::with_options(DEFAULT_COPROC_NAME, 99);
-            tree.add_session(DEFAULT_COPROC_NAME, stamp(9), 1, 10..=20);
+            tree.add_session(DEFAULT_COPROC_NAME, stamp(6, 9), 1, 10..=20);
             let mut client = Client::new();
             client.set("retries = 0");
             client.add(Site::new("a", &sshd, &tree), &sshd);

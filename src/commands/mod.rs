@@ -8,6 +8,8 @@
 //! | `import-legacy-config` | [`import_legacy`] |
 //! | `status` | [`status`] |
 //! | `trust` | [`trust`] |
+//! | `verify` | [`verify`] |
+//! | `ledger` | [`ledger`] |
 //! | `completions` | [`completions`] |
 //! | `man` | [`man`] |
 
@@ -20,9 +22,11 @@ pub mod completions;
 pub mod dry_run;
 pub mod import_legacy;
 pub mod man;
+pub mod ledger;
 pub mod run;
 pub mod status;
 pub mod trust;
+pub mod verify;
 
 /// How a command ended. The exit statuses are the contract's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +66,23 @@ pub fn dispatch(cli: &Cli) -> Exit {
             let selected = select(&config, if *all { &[] } else { names }, "")?;
             Ok(trust::command(&config, &selected, *yes))
         }),
+        Command::Verify { since, only, json } => {
+            Ok(verify::command(&cli.config, since.as_deref(), only, *json))
+        }
+        Command::Ledger {
+            pass,
+            since,
+            only,
+            format,
+        } => Ok(ledger::command(
+            &cli.config,
+            &ledger::Filter {
+                pass: pass.as_deref(),
+                since: since.as_deref(),
+                only,
+            },
+            *format,
+        )),
         Command::Completions { shell } => Ok(completions::command(*shell)),
         Command::Man => Ok(man::command()),
     };

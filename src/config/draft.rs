@@ -107,6 +107,7 @@ pub(crate) struct TransferDraft {
     pub ciphers: Option<Item<Vec<Item<String>>>>,
     pub macs: Option<Item<Vec<Item<String>>>>,
     pub kex_algorithms: Option<Item<Vec<Item<String>>>>,
+    pub verify: Option<Item<String>>,
 }
 
 pub(crate) struct IntersectionDraft {

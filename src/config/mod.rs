@@ -108,6 +108,32 @@ pub struct Transfer {
     pub max_listed_entries: u64,
     /// SSH algorithms offered, in order ([`algorithms`]).
     pub algorithms: Algorithms,
+    /// How a file is checked before its remote copy is removed.
+    pub verify: Verify,
+}
+
+/// `transfer.verify`: what must agree before a remote file is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verify {
+    /// `sha256` where the account may run `sha256sum` (probed once per
+    /// connection), `size` elsewhere.
+    #[default]
+    Auto,
+    /// The coprocessor's `sha256sum` must match the bytes landed; an account
+    /// that cannot run it stops the intersection, nothing removed.
+    Sha256,
+    /// Byte count, size and mtime before and after the download only.
+    Size,
+}
+
+impl Verify {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verify::Auto => "auto",
+            Verify::Sha256 => "sha256",
+            Verify::Size => "size",
+        }
+    }
 }
 
 /// A generous bound: a year of MMITSS sessions is some ten thousand files,
@@ -127,6 +153,7 @@ impl Default for Transfer {
             min_free_bytes: 1 << 30,
             max_listed_entries: DEFAULT_MAX_LISTED_ENTRIES,
             algorithms: Algorithms::default(),
+            verify: Verify::Auto,
         }
     }
 }

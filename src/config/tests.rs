@@ -91,6 +91,7 @@ max_listed_entries = 50000
 ciphers = ["aes256-gcm@openssh.com", "aes128-ctr"]
 macs = ["hmac-sha2-512-etm@openssh.com"]
 kex_algorithms = ["ecdh-sha2-nistp256", "curve25519-sha256"]
+verify = "sha256"
 
 [[intersections]]
 name = "a"
@@ -147,6 +148,7 @@ v2x_data_location = "/v/c"
                 macs: vec!["hmac-sha2-512-etm@openssh.com".into()],
                 kex: vec!["ecdh-sha2-nistp256".into(), "curve25519-sha256".into()],
             },
+            verify: Verify::Sha256,
         }
     );
     let [a, b, cc] = c.intersections.as_slice() else {
@@ -581,6 +583,27 @@ fn min_free_space_accepts_bytes_and_units() {
     for bad in ["\"lots\"", "-1", "\"1 XB\"", "true"] {
         let e = f.errors(&format!("{MINIMAL}\n[transfer]\nmin_free_space = {bad}\n"));
         let e = find(&e, "transfer.min_free_space");
+        assert_eq!(e.line, Some(12), "{e}");
+    }
+}
+
+#[test]
+fn verify_defaults_to_auto_and_takes_three_words_only() {
+    let f = Fixture::new();
+    assert_eq!(f.load(MINIMAL).config.transfer.verify, Verify::Auto);
+    for (word, want) in [
+        ("auto", Verify::Auto),
+        ("sha256", Verify::Sha256),
+        ("size", Verify::Size),
+    ] {
+        let c = f
+            .load(&format!("{MINIMAL}\n[transfer]\nverify = \"{word}\"\n"))
+            .config;
+        assert_eq!(c.transfer.verify, want);
+    }
+    for bad in ["\"md5\"", "\"SHA256\"", "true"] {
+        let e = f.errors(&format!("{MINIMAL}\n[transfer]\nverify = {bad}\n"));
+        let e = find(&e, "transfer.verify");
         assert_eq!(e.line, Some(12), "{e}");
     }
 }

@@ -56,6 +56,7 @@ pub struct RawTransfer {
     pub ciphers: Option<Spanned<Vec<Spanned<String>>>>,
     pub macs: Option<Spanned<Vec<Spanned<String>>>>,
     pub kex_algorithms: Option<Spanned<Vec<Spanned<String>>>>,
+    pub verify: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -259,6 +260,7 @@ impl Converter<'_> {
                 max_listed_entries: t
                     .max_listed_entries
                     .map(|s| self.item(s, key("max_listed_entries"))),
+                verify: t.verify.map(|s| self.item(s, key("verify"))),
                 min_free_space: t.min_free_space.map(|s| {
                     let item = self.item(s, key("min_free_space"));
                     let value = match item.value {

@@ -563,6 +563,20 @@ fn transfer(r: &mut Report<'_>, t: &TransferDraft) -> Transfer {
     {
         out.max_listed_entries = v as u64;
     }
+    if let Some(item) = &t.verify {
+        match item.value.as_str() {
+            "auto" => out.verify = Verify::Auto,
+            "sha256" => out.verify = Verify::Sha256,
+            "size" => out.verify = Verify::Size,
+            other => r.at(
+                item,
+                format!(
+                    "is {other:?}; give \"auto\" (sha256 where the coprocessor account may run \
+                     sha256sum, size elsewhere), \"sha256\" or \"size\""
+                ),
+            ),
+        }
+    }
     if let Some(item) = &t.min_free_space {
         let parsed = match &item.value {
             SizeInput::Bytes(n) => u64::try_from(*n).map_err(|_| "negative".to_string()),

@@ -89,10 +89,26 @@ pub struct IntersectionReport {
     /// `errors`), for scripts and alert rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_by: Option<String>,
+    /// Ledger records this pass wrote for the intersection (files landed
+    /// and removed, or about to be; a file already recorded by a crashed
+    /// pass is not recorded again).
+    #[serde(default)]
+    pub recorded: u64,
+    /// How files were checked before their remote copies went on the last
+    /// connection: `sha256` or `size` (see `transfer.verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
+    /// The pass's id, as its ledger records name it (`pass`).
+    #[serde(default)]
+    pub pass: String,
+    /// The ledger's day files that hold this pass's records, relative to
+    /// the state directory: `ledger --pass last` reads these.
+    #[serde(default)]
+    pub ledger: Vec<String>,
     /// Unix seconds.
     pub started: u64,
     pub seconds: f64,
@@ -375,6 +391,8 @@ mod tests {
     /// A one-second pass started at `started` of config `/c`.
     fn report(started: u64, intersections: Vec<IntersectionReport>) -> RunReport {
         RunReport {
+            pass: String::new(),
+            ledger: Vec::new(),
             started,
             seconds: 1.0,
             config: "/c".into(),
@@ -398,6 +416,8 @@ mod tests {
             last_success: last,
             rtt_ms: None,
             stopped_by: None,
+            recorded: 0,
+            verification: None,
         }
     }
 

@@ -256,6 +256,27 @@ impl Client {
         serde_json::from_str(&text).expect("state JSON")
     }
 
+    /// Every record of the ledger (`<state>/ledger/*.jsonl`), oldest day
+    /// first; a line that is not JSON fails the test.
+    pub fn ledger(&self) -> Vec<Value> {
+        let dir = self.state_dir().join("ledger");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .map(|l| l.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        let mut out = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).expect("ledger file");
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                out.push(
+                    serde_json::from_str(line)
+                        .unwrap_or_else(|e| panic!("{}: not a record: {e}: {line}", f.display())),
+                );
+            }
+        }
+        out
+    }
+
     /// The state file's report for one intersection.
     pub fn ix_state(&self, name: &str) -> Value {
         self.state()["intersections"]
