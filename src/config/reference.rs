@@ -151,6 +151,33 @@ pub const KEYS: &[KeyDoc] = &[
          intersection stops before anything is transferred or deleted.",
     ),
     key(
+        Transfer,
+        "verify",
+        "\"auto\"",
+        "What must agree before a remote file is removed: sha256 (the coprocessor hashes the file \
+         over an SSH exec channel and it must match the bytes landed), size (size and mtime only), \
+         auto (sha256 where the account may run a hasher, size elsewhere).",
+    ),
+    key(
+        Transfer,
+        "ciphers",
+        "measured order",
+        "SSH ciphers offered, most preferred first (AES-CTR, then AES-GCM, then \
+         chacha20-poly1305); only names this client supports are accepted.",
+    ),
+    key(
+        Transfer,
+        "macs",
+        "measured order",
+        "SSH MACs offered, most preferred first (encrypt-then-MAC HMAC-SHA-256 first).",
+    ),
+    key(
+        Transfer,
+        "kex_algorithms",
+        "measured order",
+        "SSH key exchanges offered, most preferred first (curve25519-sha256 first).",
+    ),
+    key(
         Intersections,
         "name",
         "required",
