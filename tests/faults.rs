@@ -2,7 +2,7 @@
 //! every trial, that each original file ends up exactly once, byte-identical,
 //! at its landing path, and that nothing is left remotely once a pass
 //! succeeds. Every test adds a row to the figures in
-//! `target/fault-campaign.md` (README.md, "Reliability").
+//! `target/fault-campaign.md` (docs/reliability.md).
 //!
 //! Needs the `fault-injection` feature (crash points) and root (tmpfs).
 //! `V2X_CAMPAIGN=long` runs ten times the trials, `V2X_TRIALS=N` exactly N,
@@ -87,7 +87,46 @@ fn check_complete(client: &Client, trees: &[RemoteTree], context: &str) -> Tally
         partials.is_empty(),
         "{context}: temporary files left after a successful pass: {partials:?}"
     );
+    check_ledger(client, trees, context);
     tally
+}
+
+/// Issue 11: every file removed remotely has exactly one ledger record,
+/// whose hash is the landed file's, and `verify` finds nothing amiss.
+#[track_caller]
+fn check_ledger(client: &Client, trees: &[RemoteTree], context: &str) {
+    let records = client.ledger();
+    for (i, t) in trees.iter().enumerate() {
+        let name = ix_name(i);
+        let remaining = t.remaining_files();
+        for m in t.manifest().iter().filter(|m| !remaining.contains(&m.rel)) {
+            let remote = t.archive_dir().join(&m.rel).display().to_string();
+            let mine: Vec<&serde_json::Value> = records
+                .iter()
+                .filter(|r| {
+                    r["intersection"] == name.as_str() && r["remote_path"] == remote.as_str()
+                })
+                .collect();
+            assert_eq!(mine.len(), 1, "{context}: records of {remote}: {mine:#?}");
+            let r = mine[0];
+            assert_eq!(r["sha256"], m.sha256.as_str(), "{context}: {remote}");
+            let local = client.data_dir().join(r["path"].as_str().unwrap_or(""));
+            assert_eq!(
+                sha256_file(&local),
+                m.sha256,
+                "{context}: {}",
+                local.display()
+            );
+        }
+    }
+    let out = client.cmd(&["verify"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{context}: verify:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }
 
 /// After a failed or killed pass: every file gone from the remote side is
@@ -138,9 +177,11 @@ enum Kill {
     At(&'static str, usize),
 }
 
-const CRASH_POINTS: [&str; 4] = [
+const CRASH_POINTS: [&str; 6] = [
     "before-commit",
     "after-commit",
+    "before-record",
+    "after-record",
     "after-delete",
     "before-rmdir",
 ];
@@ -255,6 +296,50 @@ fn killed_between_rename_and_remote_delete_rerun_has_no_duplicate_and_no_loss() 
         tally,
         note: format!(
             "{seen_already_present} files found already landed by the reruns, none twice"
+        ),
+    });
+}
+
+/// Issue 11: killed after the ledger record of a batch of files and before
+/// their REMOVEs, at every batch in turn: the rerun finds the files landed,
+/// records none of them again, and removes them.
+#[test]
+fn killed_between_ledger_record_and_remote_delete_rerun_records_nothing_twice() {
+    let sshd = Sshd::start_default();
+    let mut tally = Tally::default();
+    let mut trials = 0;
+    let mut repaired = 0;
+    for n in 1..=6 {
+        let trees = vec![mixed_tree(700 + n)];
+        let client = client_for(&sshd, &trees);
+        if !killed_pass(&client, &Kill::At("after-record", n as usize)) {
+            // Fewer record batches than n in this tree.
+            continue;
+        }
+        check_nothing_lost(&client, &trees, &format!("after-record:{n}"));
+        let before = client.ledger().len();
+        assert!(before > 0);
+        assert_eq!(rerun_until_ok(&client, 1, "after-record rerun"), 1);
+        let ix = client.ix_state("a");
+        let present = ix["already_present"].as_u64().unwrap_or(0);
+        assert!(present >= 1, "the recorded files are found landed: {ix}");
+        assert_eq!(
+            client.ledger().len() as u64,
+            before as u64 + ix["recorded"].as_u64().unwrap_or(0)
+        );
+        repaired += present;
+        tally += check_complete(&client, &trees, &format!("after-record:{n}"));
+        trials += 1;
+    }
+    assert!(trials >= 2, "{trials}");
+    record(Row {
+        fault:
+            "11. killed between the ledger record and the remote delete (after-record, batches 1-6)"
+                .into(),
+        trials,
+        tally,
+        note: format!(
+            "{repaired} files found landed and recorded by the reruns, none recorded twice"
         ),
     });
 }

@@ -309,8 +309,12 @@ mod tests {
             backlog: None,
             deferred: None,
             remote_space: None,
+            recorded: 0,
+            verification: None,
         };
         RunReport {
+            pass: String::new(),
+            ledger: Vec::new(),
             started: 1_700_000_000,
             seconds: 3.0,
             config: "/c".into(),

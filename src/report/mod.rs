@@ -178,10 +178,26 @@ pub struct IntersectionReport {
     pub deferred: Option<Deferred>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_space: Option<RemoteSpace>,
+    /// Ledger records this pass wrote for the intersection (files landed
+    /// and removed, or about to be; a file already recorded by a crashed
+    /// pass is not recorded again).
+    #[serde(default)]
+    pub recorded: u64,
+    /// How files were checked before their remote copies went on the last
+    /// connection: `sha256` or `size` (see `transfer.verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
+    /// The pass's id, as its ledger records name it (`pass`).
+    #[serde(default)]
+    pub pass: String,
+    /// The ledger's day files that hold this pass's records, relative to
+    /// the state directory: `ledger --pass last` reads these.
+    #[serde(default)]
+    pub ledger: Vec<String>,
     /// Unix seconds.
     pub started: u64,
     pub seconds: f64,
@@ -613,6 +629,8 @@ mod tests {
     /// A one-second pass started at `started` of config `/c`.
     fn report(started: u64, intersections: Vec<IntersectionReport>) -> RunReport {
         RunReport {
+            pass: String::new(),
+            ledger: Vec::new(),
             started,
             seconds: 1.0,
             config: "/c".into(),
@@ -642,6 +660,8 @@ mod tests {
             backlog: None,
             deferred: None,
             remote_space: None,
+            recorded: 0,
+            verification: None,
         }
     }
 
@@ -740,7 +760,9 @@ mod tests {
             }
             r
         };
-        let report = RunReport {
+        let last = RunReport {
+            pass: String::new(),
+            ledger: Vec::new(),
             started: now - 3600,
             seconds: 1.0,
             config: "/c".into(),
@@ -789,12 +811,8 @@ mod tests {
                 ),
             ],
         };
-        let names: Vec<String> = report
-            .intersections
-            .iter()
-            .map(|i| i.name.clone())
-            .collect();
-        let rows = status_rows(Some(&report), &names, limits, now);
+        let names: Vec<String> = last.intersections.iter().map(|i| i.name.clone()).collect();
+        let rows = status_rows(Some(&last), &names, limits, now);
         let flags: Vec<(&str, bool, bool)> = rows
             .iter()
             .map(|r| (r.name.as_str(), r.stale, r.no_data))
@@ -812,7 +830,7 @@ mod tests {
         );
         assert!(status_ok(&rows[..1]), "a healthy intersection alone is ok");
         assert!(!status_ok(&rows[..2]), "NO DATA fails status like STALE");
-        let table = render_table(Some(&report), &rows, limits, now);
+        let table = render_table(Some(&last), &rows, limits, now);
         let line = |n: &str| {
             table
                 .lines()
@@ -826,7 +844,7 @@ mod tests {
         );
         assert!(!line("healthy").contains("NO DATA") && !line("healthy").contains("STALE"));
         assert!(line("failing").contains("STALE") && !line("failing").contains("NO DATA"));
-        let json = status_json(&report, &rows, limits, now);
+        let json = status_json(&last, &rows, limits, now);
         assert_eq!(json["intersections"][1]["no_data"], true);
         assert_eq!(json["intersections"][1]["seconds_since_data"], 2 * DAY);
         assert_eq!(json["intersections"][0]["no_data"], false);
@@ -834,12 +852,14 @@ mod tests {
 
         // The next pass of "silent" lands nothing: last_data and first_pass carry over.
         let mut next = RunReport {
+            pass: String::new(),
+            ledger: Vec::new(),
             started: now,
             seconds: 1.0,
             config: "/c".into(),
             intersections: vec![with("silent", Outcome::Ok, Some(now), None, Some(now))],
         };
-        next.inherit_last_success(&report);
+        next.inherit_last_success(&last);
         let s = &next.intersections[0];
         assert_eq!(
             (s.last_data, s.first_pass),

@@ -21,10 +21,13 @@
 //! the length prefix frames every packet, so they cannot desynchronise the
 //! stream, and some servers pad or add fields we do not read.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 
 use ssh2::{Channel, Session};
+
+use crate::ssh::exec::{HashBatch, HashError, Tool};
 
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod scripted;
@@ -32,8 +35,16 @@ pub mod scripted;
 /// Bulk reads are only fast with the vendored libssh2 that decrypts a
 /// packet in one call rather than 16 bytes at a time (about 40% of the
 /// client's CPU on a 1 GiB file; vendor/libssh2-sys/PATCHES.md). Naming its
-/// marker here makes a build against the unpatched crate fail loudly.
+/// marker here makes a build against the unpatched crate fail loudly, and
+/// [`linked_libssh2_patches`] makes a binary linked against any other
+/// libssh2 fail to link.
 const _LIBSSH2_PATCHES: &str = libssh2_sys::V2X_PATCHES;
+
+/// The patches the linked libssh2 carries (the vendored copy answers
+/// [`libssh2_sys::V2X_PATCHES`]). Logged once per pass at debug level.
+pub fn linked_libssh2_patches() -> &'static str {
+    libssh2_sys::v2x_patches()
+}
 
 /// Packet types (section 3).
 mod fxp {
@@ -205,7 +216,21 @@ pub struct SftpChannel {
     outstanding: usize,
     /// The server advertised `statvfs@openssh.com` in its VERSION answer.
     statvfs: bool,
+    /// The session, for the exec channels that hash files remotely.
+    session: Session,
+    /// What hashes files remotely, once probed ([`crate::ssh::exec`]).
+    hasher: Option<Tool>,
+    /// Hash batches by number.
+    batches: HashMap<u32, HashBatch>,
+    /// Their numbers in the order they were started.
+    batch_order: Vec<u32>,
+    next_batch: u32,
 }
+
+/// Exec channels open at once beside the SFTP one: OpenSSH allows ten
+/// sessions per connection (`MaxSessions`), and two batches already cover
+/// every file the engine has open.
+const MAX_HASH_CHANNELS: usize = 4;
 
 impl SftpChannel {
     /// Opens the `sftp` subsystem and negotiates version 3.
@@ -224,6 +249,11 @@ impl SftpChannel {
             out: Vec::with_capacity(64 << 10),
             outstanding: 0,
             statvfs: false,
+            session: session.clone(),
+            hasher: None,
+            batches: HashMap::new(),
+            batch_order: Vec::new(),
+            next_batch: 1,
         };
         // INIT carries a version, not an id.
         me.out.extend_from_slice(&5u32.to_be_bytes());
@@ -379,6 +409,55 @@ impl SftpChannel {
     }
 }
 
+impl SftpChannel {
+    /// Hashes remotely with `tool` from now on, whatever the probe found
+    /// (the tests run both tools over the same names).
+    pub fn hash_with(&mut self, tool: Tool) {
+        self.hasher = Some(tool);
+    }
+
+    fn hash_start(&mut self, paths: &[&[u8]]) -> Result<u32, HashError> {
+        // Queued SFTP requests go first: they are what the night waits on.
+        self.flush()?;
+        // The oldest still-open batches are read to their end (their
+        // results stay) so their channels close first.
+        let mut open: Vec<u32> = self
+            .batch_order
+            .iter()
+            .copied()
+            .filter(|b| self.batches.get(b).is_some_and(HashBatch::open))
+            .collect();
+        while open.len() >= MAX_HASH_CHANNELS {
+            let oldest = open.remove(0);
+            if let Some(b) = self.batches.get_mut(&oldest) {
+                b.finish()?;
+            }
+        }
+        let tool = self.hasher.unwrap_or(Tool::Sha256sum);
+        let batch = HashBatch::start(&self.session, tool, paths)?;
+        let n = self.next_batch;
+        self.next_batch = self.next_batch.wrapping_add(1);
+        self.batches.insert(n, batch);
+        self.batch_order.push(n);
+        Ok(n)
+    }
+
+    fn hash_of(&mut self, batch: u32, path: &[u8]) -> Result<[u8; 32], HashError> {
+        self.flush()?;
+        match self.batches.get_mut(&batch) {
+            Some(b) => b.hash_of(path),
+            None => Err(HashError::Unavailable(format!(
+                "no hash batch {batch} (a bug, please report it)"
+            ))),
+        }
+    }
+
+    fn hash_end(&mut self, batch: u32) {
+        self.batches.remove(&batch);
+        self.batch_order.retain(|&b| b != batch);
+    }
+}
+
 /// The requests the transfer engine sends and the answers it reads: what
 /// [`SftpChannel`] does over SSH, and what a scripted server does in the
 /// engine's unit tests to play the hostile or buggy server OpenSSH never is.
@@ -402,6 +481,25 @@ pub trait Wire {
     fn recv(&mut self) -> Result<(u32, Response), SftpError>;
     /// Requests sent and not yet answered.
     fn outstanding(&self) -> usize;
+    /// Whether the server hashes files for us (see [`crate::ssh::exec`]);
+    /// `Err` says why not. Asked once per connection.
+    ///
+    /// # Errors
+    /// Why the account cannot hash files, for the log.
+    fn hash_probe(&mut self) -> Result<(), String>;
+    /// Starts hashing `paths` (full remote paths) on the server; the batch's
+    /// number comes back.
+    ///
+    /// # Errors
+    /// The exec was refused, or the session broke.
+    fn hash_start(&mut self, paths: &[&[u8]]) -> Result<u32, HashError>;
+    /// The server's SHA-256 of `path`, one of batch `batch`'s.
+    ///
+    /// # Errors
+    /// The server did not hash that file, or the session broke.
+    fn hash_of(&mut self, batch: u32, path: &[u8]) -> Result<[u8; 32], HashError>;
+    /// Nothing more is wanted of batch `batch`.
+    fn hash_end(&mut self, batch: u32);
 }
 
 impl Wire for SftpChannel {
@@ -437,6 +535,22 @@ impl Wire for SftpChannel {
     }
     fn outstanding(&self) -> usize {
         SftpChannel::outstanding(self)
+    }
+    fn hash_probe(&mut self) -> Result<(), String> {
+        self.flush().map_err(|e| e.to_string())?;
+        let tool = crate::ssh::exec::probe(&self.session)?;
+        tracing::debug!(command = tool.command(), "the coprocessor hashes files");
+        self.hasher = Some(tool);
+        Ok(())
+    }
+    fn hash_start(&mut self, paths: &[&[u8]]) -> Result<u32, HashError> {
+        SftpChannel::hash_start(self, paths)
+    }
+    fn hash_of(&mut self, batch: u32, path: &[u8]) -> Result<[u8; 32], HashError> {
+        SftpChannel::hash_of(self, batch, path)
+    }
+    fn hash_end(&mut self, batch: u32) {
+        SftpChannel::hash_end(self, batch);
     }
 }
 
@@ -770,6 +884,13 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 mod tests {
+    /// The binary runs the vendored, patched libssh2 and no other: the C
+    /// side of the patch answers, and with the marker the Rust side expects.
+    #[test]
+    fn the_linked_libssh2_is_the_patched_vendored_copy() {
+        assert_eq!(super::linked_libssh2_patches(), libssh2_sys::V2X_PATCHES);
+    }
+
     use super::*;
 
     fn attrs_bytes(size: u64, perm: u32, mtime: u32) -> Vec<u8> {

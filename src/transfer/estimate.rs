@@ -167,6 +167,8 @@ mod tests {
         });
         c.transfer.end_time = Some(StartTime { hour: 1, minute: 0 });
         let previous = RunReport {
+            pass: String::new(),
+            ledger: Vec::new(),
             started: 0,
             seconds: 10.0,
             config: "/c".into(),

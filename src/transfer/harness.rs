@@ -11,6 +11,7 @@ use crate::config::{
 };
 use crate::error::Disposition;
 use crate::landing::Lander;
+use crate::ledger::Ledger;
 use crate::report::IntersectionReport;
 use crate::report::progress::Progress;
 use crate::transfer::Control;
@@ -34,6 +35,10 @@ pub struct Harness {
     pub pacer: Pacer,
     /// The transfer window (none unless a test sets one).
     pub window: Option<Window>,
+    /// Under the state directory, as a pass opens it.
+    pub ledger: Ledger,
+    /// The pass id records get; a test may change it between runs.
+    pub pass: String,
 }
 
 /// How a run ended: `Ok`, or the stop's text.
@@ -81,6 +86,8 @@ impl Harness {
             remote_min_free: DEFAULT_REMOTE_MIN_FREE,
             metrics_textfile: None,
         };
+        let ledger = Ledger::open(&config.state_directory)
+            .unwrap_or_else(|e| panic!("the ledger of a test: {e}"));
         Harness {
             dir,
             config,
@@ -88,6 +95,8 @@ impl Harness {
             lander: Lander::new(),
             pacer: Pacer::unlimited(),
             window: None,
+            ledger,
+            pass: "test-pass-1".into(),
         }
     }
 
@@ -113,6 +122,8 @@ impl Harness {
             data_root: &data_root,
             pacer: &self.pacer,
             window: self.window,
+            ledger: &self.ledger,
+            pass: &self.pass,
         };
         let result = Engine::new(&ctx, server, &mut self.lander, &mut report)
             .run()

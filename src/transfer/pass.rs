@@ -32,6 +32,7 @@ use crate::common::fault;
 use crate::config::{Config, Intersection};
 use crate::error::panic_message;
 use crate::landing::{self, Lander};
+use crate::ledger::Ledger;
 use crate::report::progress::Progress;
 use crate::report::{IntersectionReport, Outcome, RunReport};
 use crate::ssh::known_hosts::KnownHosts;
@@ -51,6 +52,33 @@ pub fn run(
 ) -> RunReport {
     let started = unix_now();
     let clock = Instant::now();
+    tracing::debug!(
+        patches = crate::ssh::sftp::linked_libssh2_patches(),
+        "linked libssh2"
+    );
+    let pass = pass_id(started);
+    // No ledger, no deletes: every intersection fails with its data kept.
+    let ledger = match Ledger::open(&config.state_directory) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("{e}");
+            return RunReport {
+                pass,
+                ledger: Vec::new(),
+                started,
+                seconds: clock.elapsed().as_secs_f64(),
+                config: config.source.clone(),
+                intersections: intersections
+                    .iter()
+                    .map(|ix| {
+                        let mut r = IntersectionReport::failed(ix, &e.to_string());
+                        r.stopped_by = Some("ledger".into());
+                        r
+                    })
+                    .collect(),
+            };
+        }
+    };
     let progress = Progress {
         intersections_total: intersections.len(),
         ..Progress::default()
@@ -76,6 +104,8 @@ pub fn run(
         );
     }
     let shared = Shared {
+        ledger: &ledger,
+        pass: &pass,
         total: total.as_ref(),
         window,
     };
@@ -109,6 +139,8 @@ pub fn run(
         })
         .collect();
     RunReport {
+        ledger: ledger.files_written(),
+        pass,
         started,
         seconds: clock.elapsed().as_secs_f64(),
         config: config.source.clone(),
@@ -117,10 +149,25 @@ pub fn run(
 }
 
 /// What every intersection of one pass shares.
+#[derive(Clone, Copy)]
 struct Shared<'a> {
+    ledger: &'a Ledger,
+    pass: &'a str,
     /// The `transfer.max_rate_total` bucket.
     total: Option<&'a Arc<Bucket>>,
     window: Option<Window>,
+}
+
+/// A pass's id: its start in UTC and the process id, unique since passes
+/// never overlap (the single-instance lock) and readable in a ledger line.
+pub fn pass_id(started: u64) -> String {
+    let t = crate::common::clock::utc(started);
+    format!(
+        "{}T{}Z-{}",
+        &t[..10],
+        t[11..].replace(':', ""),
+        std::process::id()
+    )
 }
 
 impl IntersectionReport {
@@ -146,6 +193,8 @@ impl IntersectionReport {
             backlog: None,
             deferred: None,
             remote_space: None,
+            recorded: 0,
+            verification: None,
         }
     }
 
@@ -175,7 +224,7 @@ fn run_guarded(
     // threads and its watchdog, carries INTERSECTION= in the journal.
     let span = info_span!("intersection", intersection = %ix.name);
     let _entered = span.enter();
-    let mut run = IntersectionRun::new(config, known, ix, control, progress, shared);
+    let mut run = IntersectionRun::new(config, known, ix, control, progress, *shared);
     // Unwind safety: after a panic only the report is used, plain data
     // that is whole between any two statements.
     if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run.run())) {
@@ -195,6 +244,7 @@ struct IntersectionRun<'a> {
     ix: &'a Intersection,
     control: &'a Control,
     progress: &'a Progress,
+    shared: Shared<'a>,
     report: IntersectionReport,
     lander: Lander,
     data_root: PathBuf,
@@ -211,7 +261,7 @@ impl<'a> IntersectionRun<'a> {
         ix: &'a Intersection,
         control: &'a Control,
         progress: &'a Progress,
-        shared: &Shared<'_>,
+        shared: Shared<'a>,
     ) -> Self {
         let deadline = Instant::now() + config.transfer.intersection_deadline;
         // The watchdog shuts the session at the window's hard end too: a
@@ -223,6 +273,7 @@ impl<'a> IntersectionRun<'a> {
             ix,
             control,
             progress,
+            shared,
             report: IntersectionReport::new(ix),
             lander: Lander::new(),
             data_root: config.data_directory.join(&ix.name),
@@ -410,6 +461,8 @@ impl<'a> IntersectionRun<'a> {
             data_root: &self.data_root,
             pacer: &self.pacer,
             window: self.window,
+            ledger: self.shared.ledger,
+            pass: self.shared.pass,
         };
         // Skipped entries are listed again on a reconnect; report them once.
         let skipped_before = self.report.skipped.len();

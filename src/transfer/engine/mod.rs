@@ -11,7 +11,7 @@
 //! different files; it never reorders the steps of one.
 //!
 //! **The invariant: a REMOVE follows only the commit of that remote file's
-//! bytes.** It is kept in one place, `Engine::delete_remote` in [`commit`],
+//! bytes, and its durable record in the ledger.** It is kept in one place, `Engine::delete_remote` in [`commit`],
 //! the only caller of `send_remove`: it takes the [`Landed`](crate::landing::Landed) proof by value,
 //! which only a commit makes, and sends nothing unless the proof names the
 //! very remote path and identity (size, mtime) of the file it deletes.
@@ -34,7 +34,8 @@
 //! intersection.
 //!
 //! Bounds: at most [`MAX_FILES`] files open, [`MAX_INFLIGHT`] bytes of reads
-//! requested and unanswered (well under the channel window, so the server
+//! requested and unanswered (less when many intersections run at once:
+//! [`inflight_per_intersection`]) (well under the channel window, so the server
 //! never blocks on us and we never deadlock on it), [`MAX_DIRS`] folders
 //! being listed, and `transfer.max_listed_entries` names listed. A listed
 //! file costs its name and 32 bytes here (size, mtime and folder index; its
@@ -48,14 +49,16 @@ use std::sync::atomic::Ordering;
 use tracing::{error, warn};
 
 use crate::common::text::escape;
+use crate::config::Verify;
 use crate::config::{Config, Intersection};
-use crate::landing::{CommitPool, Lander, LandingError, Partial};
+use crate::landing::{CommitPool, Landed, Lander, LandingError, Partial};
+use crate::ledger::{Ledger, Level, Record};
 use crate::report::progress::Progress;
 use crate::report::{IntersectionReport, Skipped};
 use crate::ssh::sftp::{Attrs, Response, Wire};
 use crate::transfer::Control;
 use crate::transfer::pace::Pacer;
-use crate::transfer::stop::Stop;
+use crate::transfer::stop::{Cause, Stop};
 use crate::transfer::window::Window;
 
 mod commit;
@@ -77,6 +80,25 @@ pub const MAX_INFLIGHT: u64 = 2 << 20;
 pub const CHUNK: u32 = 255 << 10;
 /// Threads that fsync and rename finished files while the network goes on.
 pub const COMMIT_THREADS: usize = 4;
+/// Bytes of READs in flight and commit threads for the whole pass, shared by
+/// the intersections worked on at once: at `parallel_intersections = 64`
+/// a pass would otherwise hold 64 x [`MAX_INFLIGHT`] of answers that a
+/// CPU-starved client has not read yet (libssh2 queues each packet) and 256
+/// commit threads. At the default of 4 each intersection keeps the full
+/// [`MAX_INFLIGHT`] and [`COMMIT_THREADS`].
+pub const PASS_INFLIGHT: u64 = 32 << 20;
+pub const PASS_COMMIT_THREADS: usize = 16;
+
+/// [`MAX_INFLIGHT`] for one of `parallel` intersections: at least 256 KiB
+/// (a 40 ms round trip then still carries 6 MB/s).
+pub fn inflight_per_intersection(parallel: usize) -> u64 {
+    (PASS_INFLIGHT / parallel.max(1) as u64).clamp(256 << 10, MAX_INFLIGHT)
+}
+
+/// [`COMMIT_THREADS`] for one of `parallel` intersections: at least one.
+pub fn commit_threads_per_intersection(parallel: usize) -> usize {
+    (PASS_COMMIT_THREADS / parallel.max(1)).clamp(1, COMMIT_THREADS)
+}
 /// Folders listed at once.
 pub const MAX_DIRS: usize = 64;
 
@@ -98,6 +120,10 @@ pub struct Ctx<'a> {
     pub pacer: &'a Pacer,
     /// `transfer.end_time`, if set: no file is started after its end.
     pub window: Option<Window>,
+    /// Where every landed file is recorded before its REMOVE.
+    pub ledger: &'a Ledger,
+    /// The pass's id, for the records.
+    pub pass: &'a str,
 }
 
 /// One file being pulled, from its OPEN until it is judged.
@@ -231,15 +257,34 @@ pub struct Engine<'a, 'c> {
     /// rate the window's last call judges by.
     reads_began: std::time::Instant,
     read_this_attempt: u64,
+    /// This intersection's share of [`PASS_INFLIGHT`].
+    max_inflight: u64,
     // ---- commit and delete ----
     commits: CommitPool,
-    /// Bytes an earlier pass had fetched, per file being committed.
-    resumed: HashMap<usize, u64>,
+    /// Per file being committed: bytes an earlier pass had fetched, and
+    /// how it was checked.
+    resumed: HashMap<usize, (u64, Level)>,
     local_failures_in_a_row: u32,
     /// Files removed remotely (job numbers): the rest of the listing is
     /// what `archive/` still holds after the pass (its backlog).
     removed: HashSet<usize>,
+    // ---- chain of custody ----
+    /// How files are checked on this connection (probed in [`Engine::run`]).
+    level: Level,
+    /// The remote hash batch of each file admitted under `sha256`
+    /// ([`NO_BATCH`]: its batch could not start, see `batch_error`).
+    batch_of: HashMap<usize, u32>,
+    /// Files of each batch not yet judged: at zero the batch is ended.
+    batch_left: HashMap<u32, usize>,
+    batch_error: String,
+    /// Committed files waiting for their ledger record, then their REMOVE.
+    to_record: Vec<(usize, Landed, Option<Record>)>,
 }
+
+/// Files one `sha256sum` batch hashes at most.
+pub const HASH_BATCH: usize = 256;
+/// A file whose hash batch could not start.
+const NO_BATCH: u32 = u32::MAX;
 
 impl<'a, 'c> Engine<'a, 'c> {
     pub fn new(
@@ -266,10 +311,19 @@ impl<'a, 'c> Engine<'a, 'c> {
             deferred: Vec::new(),
             reads_began: std::time::Instant::now(),
             read_this_attempt: 0,
-            commits: CommitPool::new(COMMIT_THREADS, ctx.config.transfer.io_timeout),
+            removed: HashSet::new(),
+            max_inflight: inflight_per_intersection(ctx.config.transfer.parallel_intersections),
+            commits: CommitPool::new(
+                commit_threads_per_intersection(ctx.config.transfer.parallel_intersections),
+                ctx.config.transfer.io_timeout,
+            ),
             resumed: HashMap::new(),
             local_failures_in_a_row: 0,
-            removed: HashSet::new(),
+            level: Level::Size,
+            batch_of: HashMap::new(),
+            batch_left: HashMap::new(),
+            batch_error: String::new(),
+            to_record: Vec::new(),
         }
     }
 
@@ -281,6 +335,7 @@ impl<'a, 'c> Engine<'a, 'c> {
     /// failing, or the pass was cancelled. Failures of single files are
     /// reported in the intersection's report instead.
     pub fn run(mut self) -> Result<(), Stop> {
+        self.choose_level()?;
         self.remote_space();
         self.list_all()?;
         self.seen = HashSet::new();
@@ -289,6 +344,12 @@ impl<'a, 'c> Engine<'a, 'c> {
         let result = self.transfer(order);
         self.account_left();
         result?;
+        // Hash batches of files that were never judged (skipped, failed).
+        // Only on success: closing a channel waits for the server's answer,
+        // which a broken link never gives; the pass abandons that session.
+        for b in std::mem::take(&mut self.batch_left).into_keys() {
+            self.wire.hash_end(b);
+        }
         // Again after the deletes: what the coprocessor has left tonight.
         self.remote_space();
         if self.listing_complete {
@@ -300,6 +361,29 @@ impl<'a, 'c> Engine<'a, 'c> {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// `transfer.verify` on this connection: `sha256` if asked for or
+    /// `auto` and the account may run `sha256sum`, else `size` (`auto`) or
+    /// a stop (`sha256`).
+    fn choose_level(&mut self) -> Result<(), Stop> {
+        let verify = self.ctx.config.transfer.verify;
+        self.level = match verify {
+            Verify::Size => Level::Size,
+            Verify::Auto | Verify::Sha256 => match self.wire.hash_probe() {
+                Ok(()) => Level::Sha256,
+                Err(why) if verify == Verify::Auto => {
+                    tracing::info!(
+                        "verify = \"auto\": this account cannot hash files on the coprocessor \
+                         ({why}); files are checked by size and mtime only"
+                    );
+                    Level::Size
+                }
+                Err(why) => return Err(Cause::VerifyUnavailable(why).into()),
+            },
+        };
+        self.report.verification = Some(self.level.as_str().to_string());
         Ok(())
     }
 

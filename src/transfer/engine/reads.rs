@@ -5,14 +5,16 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{Active, CHUNK, Engine, FileState, MAX_FILES, MAX_INFLIGHT, Op, Trouble};
+use super::{Active, CHUNK, Engine, FileState, HASH_BATCH, MAX_FILES, NO_BATCH, Op, Trouble};
 use crate::common::clock::unix_now;
 use crate::error::Disposition;
 use crate::landing::{LandingError, free_bytes};
+use crate::ledger::Level;
+use crate::ssh::exec::HashError;
 use crate::ssh::sftp::{Response, status};
 use crate::transfer::classify::classify;
 use crate::transfer::rules::too_young;
@@ -109,19 +111,24 @@ impl Engine<'_, '_> {
             // Under a bandwidth cap, files are opened only as their reads
             // come due: what the window stops then was not started.
             while self.files.len() + self.commits.pending() < MAX_FILES
-                && self.inflight < MAX_INFLIGHT
-                && self.unrequested() < MAX_INFLIGHT
+                && self.inflight < self.max_inflight
+                && self.unrequested() < self.max_inflight
             {
                 let Some(job) = queue.pop_front() else { break };
+                if self.level == Level::Sha256 && !self.batch_of.contains_key(&job) {
+                    self.start_hashes(job, &queue)?;
+                }
                 self.admit(job)?;
             }
             self.request_reads();
             while let Some((job, result)) = self.commits.try_done() {
                 self.committed(job, result)?;
             }
+            self.record_and_delete()?;
             if self.ops.is_empty() && self.wire.outstanding() == 0 {
                 if let Some((job, result)) = self.commits.wait_done() {
                     self.committed(job, result)?;
+                    self.record_and_delete()?;
                     continue;
                 }
                 if let Some(wait) = self.paced.take() {
@@ -139,6 +146,48 @@ impl Engine<'_, '_> {
                 self.answered(op, response)?;
             }
         }
+    }
+
+    /// Asks the coprocessor to hash `first` and the files queued after it
+    /// (up to [`HASH_BATCH`], in the order they will be read, so a folder's
+    /// files go together): it hashes while SFTP carries the data.
+    fn start_hashes(&mut self, first: usize, queue: &VecDeque<usize>) -> Result<(), Stop> {
+        let now = unix_now();
+        let min_age = self.ctx.config.transfer.min_age;
+        let jobs: Vec<usize> = std::iter::once(first)
+            .chain(queue.iter().copied().filter(|&j| {
+                !self.batch_of.contains_key(&j)
+                    && too_young(
+                        self.tree.job_depth(j),
+                        u64::from(self.tree.jobs[j].mtime),
+                        now,
+                        min_age,
+                    )
+                    .is_none()
+            }))
+            .take(HASH_BATCH)
+            .collect();
+        let paths: Vec<Vec<u8>> = jobs
+            .iter()
+            .map(|&j| self.tree.job_path(j).into_os_string().into_vec())
+            .collect();
+        let refs: Vec<&[u8]> = paths.iter().map(Vec::as_slice).collect();
+        let batch = match self.wire.hash_start(&refs) {
+            Ok(b) => {
+                self.batch_left.insert(b, jobs.len());
+                b
+            }
+            Err(HashError::Session(e)) => return Err(e.into()),
+            Err(HashError::Unavailable(why)) => {
+                tracing::warn!("cannot start sha256sum on the coprocessor: {why}");
+                self.batch_error = why;
+                NO_BATCH
+            }
+        };
+        for j in jobs {
+            self.batch_of.insert(j, batch);
+        }
+        Ok(())
     }
 
     /// Adds what this attempt will read to the progress totals.
@@ -247,7 +296,7 @@ impl Engine<'_, '_> {
     fn request_reads(&mut self) {
         let chunk = self.ctx.pacer.chunk(CHUNK);
         'files: for &j in &self.reading {
-            if self.inflight >= MAX_INFLIGHT {
+            if self.inflight >= self.max_inflight {
                 break;
             }
             let Some(a) = self.files.get_mut(&j) else {
@@ -260,7 +309,7 @@ impl Engine<'_, '_> {
                 continue;
             }
             let size = self.tree.jobs[j].size;
-            while a.next_req < size && self.inflight < MAX_INFLIGHT {
+            while a.next_req < size && self.inflight < self.max_inflight {
                 let len = u32::try_from((size - a.next_req).min(u64::from(chunk))).unwrap_or(chunk);
                 if let Err(wait) = self.ctx.pacer.try_take(u64::from(len)) {
                     self.paced = Some(wait);
@@ -498,7 +547,7 @@ impl Active {
     /// Writes the data that continues the partial file, in order.
     fn drain_in_order(&mut self) -> Result<(), LandingError> {
         while let Some(data) = self.ahead.remove(&self.partial.offset()) {
-            self.partial.write(&data)?;
+            self.partial.write_owned(data)?;
         }
         Ok(())
     }

@@ -126,8 +126,9 @@ fn a_capped_engine_takes_as_long_as_its_cap_says() {
     assert_eq!(o.result, Ok(()));
     assert_eq!(o.report.files, 3);
     let want = 1_304_000.0 / f64::from(4u32 << 20);
-    assert!(
-        took > want * 0.8 && took < want * 1.5 + 0.2,
-        "{took} s for {want} s"
-    );
+    // The first READ goes at once (one chunk, 255 KiB, ahead of the rate);
+    // above, only a sanity bound: a loaded test machine is slower.
+    let first = f64::from(255u32 << 10) / f64::from(4u32 << 20);
+    assert!(took > (want - first) * 0.95, "{took} s for {want} s");
+    assert!(took < want * 3.0 + 2.0, "{took} s for {want} s");
 }
