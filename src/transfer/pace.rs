@@ -33,8 +33,9 @@ pub struct Bucket {
 impl Bucket {
     pub fn new(rate: u64) -> Bucket {
         let rate = rate.max(1) as f64;
-        // Half a second's worth.
-        let burst = (rate / 2.0).max(4096.0);
+        // A second's worth: what a stall of every reader at once (a busy
+        // CPU, slow fsyncs, a remote hash awaited) would otherwise lose.
+        let burst = rate.max(4096.0);
         Bucket {
             rate,
             // Starts empty: a pass does not open with a burst.
