@@ -109,10 +109,12 @@ impl Engine<'_, '_> {
                 }
             }
             // Under a bandwidth cap, files are opened only as their reads
-            // come due: what the window stops then was not started.
+            // come due: what the window stops then was not started. (Without
+            // one, reads follow at once and the in-flight bound decides.)
+            let paced = self.ctx.pacer.is_limited();
             while self.files.len() + self.commits.pending() < MAX_FILES
                 && self.inflight < self.max_inflight
-                && self.unrequested() < self.max_inflight
+                && (!paced || self.unrequested() < self.max_inflight)
             {
                 let Some(job) = queue.pop_front() else { break };
                 if self.level == Level::Sha256 && !self.batch_of.contains_key(&job) {
