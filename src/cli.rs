@@ -1,10 +1,13 @@
 //! The command-line definition. Parsing only: `main` turns it into work.
+//! The man page ([`man`]) and the shell completions are generated from it.
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::DEFAULT_CONFIG_PATH;
+
+pub mod man;
 
 /// Pulls closed V2X data archives from intersection coprocessors over SFTP,
 /// sorts them per intersection and data element, and deletes them remotely
@@ -86,7 +89,53 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-hash the landed files against the ledger and report those missing,
+    /// changed (or truncated) since they landed, and files under the
+    /// intersections' folders that no record names. Exit status 0 when all
+    /// match, 1 when anything was found, 2 for a config or usage error.
+    Verify {
+        /// Only records from this day on (YYYY-MM-DD, UTC); every file is
+        /// still looked at for records, to find the unrecorded ones.
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+        /// Only these intersections (by name; repeatable).
+        #[arg(long, value_name = "NAME")]
+        only: Vec<String>,
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the ledger's records of landed files: one JSON line each, or
+    /// `sha256sum` lines that `cd <data_directory> && sha256sum -c` checks.
+    /// `--pass last` gives exactly the files of the last pass (what a unit
+    /// started by `OnSuccess=` hands on to the next stage).
+    Ledger {
+        /// `last` (the pass in last-run.json) or a pass id.
+        #[arg(long, value_name = "last|ID")]
+        pass: Option<String>,
+        /// Only records from this day on (YYYY-MM-DD, UTC).
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+        /// Only these intersections (by name; repeatable).
+        #[arg(long, value_name = "NAME")]
+        only: Vec<String>,
+        #[arg(long, value_enum, default_value_t = LedgerFormat::Json)]
+        format: LedgerFormat,
+    },
     /// Print a shell completion script (bash, zsh or fish) on stdout.
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
+    /// Print the man page, v2x-data-sftp-client(8), in roff on stdout
+    /// (packaging/build-deb installs it).
+    #[command(hide = true)]
+    Man,
+}
+
+/// How `ledger` prints records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LedgerFormat {
+    /// One JSON object per line, as the ledger stores them.
+    Json,
+    /// `HASH  PATH` lines, paths relative to the data directory.
+    Sha256sum,
 }

@@ -27,7 +27,7 @@
 //! | 1 | [`config`] | the TOML schema and defaults, validation with file/key/line, the legacy JSON import |
 //! | 2 | [`cli`], [`systemd`] | the command line; sd-notify, the single-instance lock, signals, the timer generator |
 //! | 3 | [`ssh`] | one SSH session (timeouts, host-key check before auth, authentication), known_hosts, the SFTP wire |
-//! | 4 | [`landing`] | the local durable write and the proof ([`landing::Landed`]) a delete needs |
+//! | 4 | [`landing`], [`ledger`] | the local durable write and the proof ([`landing::Landed`]) a delete needs; the record of every landed file, durable before its remote copy goes |
 //! | 5 | [`report`] | the run summary: the state file, the `status` table, metrics, progress |
 //! | 6 | [`transfer`] | classify and rules → engine (listing, reads, commit and delete) → pass (workers, retries, deadline) |
 //! | 7 | [`commands`] | one file per command, and the one map to exit statuses |
@@ -43,6 +43,7 @@ pub mod common;
 pub mod config;
 pub mod error;
 pub mod landing;
+pub mod ledger;
 pub mod logging;
 pub mod report;
 pub mod ssh;

@@ -22,7 +22,12 @@
 //! connection) gets the `fmt` layer on stderr, with colour only on a terminal.
 //!
 //! The filter is `info` (`debug` for this crate with `verbose`); `RUST_LOG`,
-//! when set, replaces it. Nothing here panics: a second `init` is ignored.
+//! when set, replaces it. It takes a comma-separated list of `level` and
+//! `target=level` (`debug`, `info,v2x_data_sftp_client=trace`): the
+//! [`Targets`] syntax, which is what an operator needs from it, without the
+//! span and field-value matching (and the regex engine) of `EnvFilter`. An
+//! empty or unparsable `RUST_LOG` is ignored. Nothing here panics: a second
+//! `init` is ignored.
 
 use std::io::{self, IsTerminal, Write};
 use std::sync::Mutex;
@@ -31,7 +36,7 @@ use indicatif::ProgressBar;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -66,16 +71,24 @@ pub fn init(verbose: bool) {
     init_fmt(filter);
 }
 
-fn filter(verbose: bool) -> EnvFilter {
-    if let Ok(from_env) = EnvFilter::try_from_default_env() {
-        return from_env;
+fn filter(verbose: bool) -> Targets {
+    filter_from(std::env::var("RUST_LOG").ok().as_deref(), verbose)
+}
+
+/// The filter for a `RUST_LOG` value, if any; see the module docs.
+fn filter_from(rust_log: Option<&str>, verbose: bool) -> Targets {
+    if let Some(text) = rust_log.filter(|t| !t.trim().is_empty())
+        && let Ok(targets) = text.parse::<Targets>()
+    {
+        return targets;
     }
-    let directive = if verbose {
-        "info,v2x_data_sftp_client=debug"
+    if verbose {
+        Targets::new()
+            .with_default(tracing::Level::INFO)
+            .with_target("v2x_data_sftp_client", tracing::Level::DEBUG)
     } else {
-        "info"
-    };
-    EnvFilter::new(directive)
+        Targets::new().with_default(tracing::Level::INFO)
+    }
 }
 
 fn journald_layer() -> std::io::Result<tracing_journald::Layer> {
@@ -92,7 +105,7 @@ fn journald_layer() -> std::io::Result<tracing_journald::Layer> {
         }))
 }
 
-fn init_fmt(filter: EnvFilter) {
+fn init_fmt(filter: Targets) {
     let ansi = std::io::stderr().is_terminal();
     let _ = tracing_subscriber::registry()
         .with(filter)
@@ -170,6 +183,31 @@ impl Write for LogWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rust_log_takes_levels_and_targets_and_falls_back_when_unset_or_bad() {
+        use tracing::Level;
+        const CRATE: &str = "v2x_data_sftp_client";
+        let on = |f: &Targets, target: &str, level: Level| f.would_enable(target, &level);
+
+        let quiet = filter_from(None, false);
+        assert!(on(&quiet, CRATE, Level::INFO) && !on(&quiet, CRATE, Level::DEBUG));
+        let verbose = filter_from(None, true);
+        assert!(on(&verbose, CRATE, Level::DEBUG) && !on(&verbose, "ssh2", Level::DEBUG));
+
+        let debug = filter_from(Some("debug"), false);
+        assert!(on(&debug, "ssh2", Level::DEBUG) && !on(&debug, CRATE, Level::TRACE));
+        let mixed = filter_from(Some("warn,v2x_data_sftp_client=trace"), false);
+        assert!(on(&mixed, CRATE, Level::TRACE));
+        assert!(on(&mixed, "other", Level::WARN) && !on(&mixed, "other", Level::INFO));
+
+        // Unset, empty or unparsable: the default (with -v's addition).
+        for bad in ["", "  ", "info,x=loud"] {
+            let f = filter_from(Some(bad), true);
+            assert!(on(&f, CRATE, Level::DEBUG), "{bad:?}");
+            assert!(!on(&f, "other", Level::DEBUG), "{bad:?}");
+        }
+    }
 
     #[test]
     fn journal_stream_parses_device_and_inode() {

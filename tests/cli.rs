@@ -3,20 +3,10 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
-
-fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn known_hosts(dir: &std::path::Path) -> String {
-    let p = write(dir, "known_hosts", "");
-    p.display().to_string()
-}
 
 #[track_caller]
 fn assert_config_error(config: &std::path::Path, needles: &[&str]) {
@@ -32,7 +22,7 @@ fn assert_config_error(config: &std::path::Path, needles: &[&str]) {
     assert_exit(&out, 2);
 }
 
-fn valid(kh: &str, extra_top: &str, extra_transfer: &str, extra_ix: &str) -> String {
+fn valid(kh: &Path, extra_top: &str, extra_transfer: &str, extra_ix: &str) -> String {
     format!(
         "data_directory = \"/tmp/v2x-cli-test-data\"\nknown_hosts = {kh:?}\n{extra_top}\n[transfer]\n{extra_transfer}\n\n\
          [[intersections]]\nname = \"a\"\nhost = \"127.0.0.1\"\nusername = \"u\"\npassword = \"pw\"\n\
@@ -43,23 +33,23 @@ fn valid(kh: &str, extra_top: &str, extra_transfer: &str, extra_ix: &str) -> Str
 #[test]
 fn unknown_keys_are_errors_naming_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    let kh = known_hosts(dir.path());
-    let c = write(
+    let kh = empty_known_hosts(dir.path());
+    let c = write_file(
         dir.path(),
         "typo-top.toml",
-        &valid(&kh, "data_dir = \"/x\"", "", ""),
+        valid(&kh, "data_dir = \"/x\"", "", ""),
     );
     assert_config_error(&c, &["typo-top.toml:3: data_dir"]);
-    let c = write(
+    let c = write_file(
         dir.path(),
         "typo-transfer.toml",
-        &valid(&kh, "", "retry = 3", ""),
+        valid(&kh, "", "retry = 3", ""),
     );
     assert_config_error(&c, &["typo-transfer.toml:5: transfer.retry"]);
-    let c = write(
+    let c = write_file(
         dir.path(),
         "typo-ix.toml",
-        &valid(&kh, "", "", "pasword = \"x\""),
+        valid(&kh, "", "", "pasword = \"x\""),
     );
     assert_config_error(&c, &["typo-ix.toml:13: intersections[0].pasword"]);
 }
@@ -67,32 +57,35 @@ fn unknown_keys_are_errors_naming_key_and_line() {
 #[test]
 fn contract_config_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let kh = known_hosts(dir.path());
+    let kh = empty_known_hosts(dir.path());
     let rel = valid(&kh, "", "", "").replace("\"/tmp/v2x-cli-test-data\"", "\"data\"");
     assert_config_error(
-        &write(dir.path(), "rel.toml", &rel),
+        &write_file(dir.path(), "rel.toml", &rel),
         &["data_directory", "absolute", ":1"],
     );
     let empty = format!("data_directory = \"/d\"\nknown_hosts = {kh:?}\nintersections = []\n");
-    assert_config_error(&write(dir.path(), "empty.toml", &empty), &["intersections"]);
-    let missing_kh = valid("/nonexistent/known_hosts", "", "", "");
     assert_config_error(
-        &write(dir.path(), "kh.toml", &missing_kh),
+        &write_file(dir.path(), "empty.toml", &empty),
+        &["intersections"],
+    );
+    let missing_kh = valid(Path::new("/nonexistent/known_hosts"), "", "", "");
+    assert_config_error(
+        &write_file(dir.path(), "kh.toml", &missing_kh),
         &["known_hosts", "ssh-keyscan"],
     );
     let two_auth = valid(&kh, "", "", "password_file = \"/etc/pw\"");
     assert_config_error(
-        &write(dir.path(), "auth.toml", &two_auth),
+        &write_file(dir.path(), "auth.toml", &two_auth),
         &["intersections[0]", "password"],
     );
     let bad_name = valid(&kh, "", "", "").replace("name = \"a\"", "name = \"../up\"");
     assert_config_error(
-        &write(dir.path(), "name.toml", &bad_name),
+        &write_file(dir.path(), "name.toml", &bad_name),
         &["intersections[0].name"],
     );
     let bad_duration = valid(&kh, "", "io_timeout = \"soon\"", "");
     assert_config_error(
-        &write(dir.path(), "dur.toml", &bad_duration),
+        &write_file(dir.path(), "dur.toml", &bad_duration),
         &["transfer.io_timeout"],
     );
 }
@@ -100,11 +93,11 @@ fn contract_config_errors() {
 #[test]
 fn several_problems_are_reported_at_once_and_secrets_never() {
     let dir = tempfile::tempdir().unwrap();
-    let kh = known_hosts(dir.path());
+    let kh = empty_known_hosts(dir.path());
     let text = valid(&kh, "", "parallel_intersections = 0", "port = 0")
         .replace("password = \"pw\"", "password = \"Sup3r-Secret\"")
         .replace("\"/tmp/v2x-cli-test-data\"", "\"rel\"");
-    let c = write(dir.path(), "many.toml", &text);
+    let c = write_file(dir.path(), "many.toml", &text);
     let out = run_bin(&c, &["check-config"]);
     assert_exit(&out, 2);
     let err = stderr(&out);
@@ -128,8 +121,7 @@ fn garbage_configs_never_panic() {
         b"{\"local_data_directory\": \"./d\", \"intersections\": [{}]}",
     ];
     for (i, input) in inputs.iter().enumerate() {
-        let p = dir.path().join(format!("g{i}"));
-        std::fs::write(&p, input).unwrap();
+        let p = write_file(dir.path(), &format!("g{i}"), input);
         let out = run_bin(&p, &["check-config"]);
         assert_exit(&out, 2);
         assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
@@ -153,19 +145,14 @@ fn usage_errors_exit_2() {
 fn legacy_json_runs_as_is_and_imports_to_equivalent_toml() {
     let sshd = Sshd::start_default();
     let mut tree = RemoteTree::new();
-    tree.add_session(
-        DEFAULT_COPROC_NAME,
-        Stamp::new(2021, 6, 9, 0, 0, 0),
-        1,
-        1_000..=3_000,
-    );
+    tree.add_session(DEFAULT_COPROC_NAME, stamp(6, 9), 1, 1_000..=3_000);
     let dir = tempfile::tempdir().unwrap();
     // The seed's file as it is, with a relative data directory.
     let json = format!(
         "{{\n  \"local_data_directory\": \"./data\",\n  \"intersections\": [\n    {{ \"name\": \"intersection-1\", \"ip_address\": \"127.0.0.1\", \"username\": \"{TEST_USER}\",\n      \"password\": \"{TEST_PASSWORD}\", \"v2x-data_location\": {:?} }}\n  ],\n  \"data_transfer_start_24h\": {{ \"hour\": 0, \"minute\": 0 }}\n}}\n",
         tree.v2x_data_location().display().to_string()
     );
-    let legacy = write(dir.path(), "v2x-data-sftp-client-config.json", &json);
+    let legacy = write_file(dir.path(), "v2x-data-sftp-client-config.json", &json);
     let out = Command::new(bin())
         .arg("import-legacy-config")
         .arg(&legacy)
@@ -184,7 +171,7 @@ fn legacy_json_runs_as_is_and_imports_to_equivalent_toml() {
     assert!(toml.contains("resolved against"), "{toml}");
     // The legacy file has no port: point the TOML at the fixture's port,
     // and at a known_hosts file (the legacy file cannot name one).
-    let kh = write(dir.path(), "known_hosts", &sshd.known_hosts_lines());
+    let kh = write_file(dir.path(), "known_hosts", sshd.known_hosts_lines());
     let toml = toml
         .replace(
             "host = \"127.0.0.1\"",
@@ -199,14 +186,14 @@ fn legacy_json_runs_as_is_and_imports_to_equivalent_toml() {
         kh.display().to_string(),
         dir.path().join("state").display().to_string()
     );
-    let cfg = write(dir.path(), "config.toml", &toml);
+    let cfg = write_file(dir.path(), "config.toml", &toml);
     let out = run_bin(&cfg, &["run"]);
     assert_exit(&out, 0);
     assert_landed(&data, "intersection-1", &tree.manifest());
     // A legacy file names no port or known_hosts, so it is loaded as is but
     // fails on the missing default known_hosts unless the package made one.
     let out = run_bin(&legacy, &["check-config"]);
-    if std::path::Path::new("/etc/v2x-data-sftp-client/known_hosts").exists() {
+    if Path::new("/etc/v2x-data-sftp-client/known_hosts").exists() {
         assert_exit(&out, 0);
     } else {
         assert_exit(&out, 2);
@@ -217,13 +204,13 @@ fn legacy_json_runs_as_is_and_imports_to_equivalent_toml() {
 #[test]
 fn status_without_a_pass_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let kh = known_hosts(dir.path());
+    let kh = empty_known_hosts(dir.path());
     let text = format!(
         "state_directory = {:?}\n{}",
         dir.path().join("state").display().to_string(),
         valid(&kh, "", "", "")
     );
-    let c = write(dir.path(), "c.toml", &text);
+    let c = write_file(dir.path(), "c.toml", &text);
     let out = run_bin(&c, &["status"]);
     assert_exit(&out, 1);
     assert!(
@@ -241,7 +228,7 @@ fn shipped_config_example_is_valid_when_uncommented() {
         "/packaging/config.toml"
     ))
     .unwrap();
-    let kh = known_hosts(dir.path());
+    let kh = empty_known_hosts(dir.path());
     let mut text = String::new();
     for line in shipped.lines() {
         // "#key = value" and "#[table]" lines are the commented-out settings.
@@ -267,7 +254,132 @@ fn shipped_config_example_is_valid_when_uncommented() {
         text.push_str(&line);
         text.push('\n');
     }
-    let c = write(dir.path(), "shipped.toml", &text);
+    let c = write_file(dir.path(), "shipped.toml", &text);
     let out = run_bin(&c, &["check-config"]);
     assert_exit(&out, 0);
+}
+
+/// The flags and subcommands `--help` shows, the way an operator reads them.
+fn help_words(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_v2x-data-sftp-client"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(out.status.success(), "{args:?} --help failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `-v`, `--dry-run`, … as written in a help text: a word that starts with
+/// one or two hyphens and a letter.
+fn flags_in(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = text
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == '(')
+        .map(|w| w.trim_end_matches([',', ':', ')', ']', '.', '=']))
+        .filter(|w| {
+            let rest = w.trim_start_matches('-');
+            (w.starts_with('-') && w.len() - rest.len() <= 2)
+                && rest.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        .map(str::to_string)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The man page cannot go stale: it is generated from the clap definition
+/// at package build time, and this holds it against what `--help` shows
+/// (the booted-systemd test does the same on `man v2x-data-sftp-client`).
+#[test]
+fn man_page_shows_every_subcommand_and_flag_of_help() {
+    let out = Command::new(env!("CARGO_BIN_EXE_v2x-data-sftp-client"))
+        .arg("man")
+        .output()
+        .expect("run man");
+    assert_exit(&out, 0);
+    let roff = String::from_utf8(out.stdout).expect("the man page is UTF-8");
+    // As the reader sees it: roff escapes and font switches removed.
+    let page = roff
+        .replace("\\-", "-")
+        .replace("\\fB", "")
+        .replace("\\fI", "")
+        .replace("\\fR", "")
+        .replace("\\fP", "");
+    assert!(
+        page.contains("\n.TH v2x-data-sftp-client 8 "),
+        "{}",
+        &page[..200]
+    );
+
+    let top = help_words(&[]);
+    let subcommands: Vec<&str> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|s| *s != "help")
+        .collect();
+    assert!(subcommands.len() >= 5, "{top}");
+    let mut missing = Vec::new();
+    for flag in flags_in(&top) {
+        if !page.contains(&flag) {
+            missing.push(format!("(global) {flag}"));
+        }
+    }
+    for sub in &subcommands {
+        if !page.contains(&format!("\n{sub} ")) {
+            missing.push((*sub).to_string());
+        }
+        for flag in flags_in(&help_words(&[sub])) {
+            if !page.contains(&flag) {
+                missing.push(format!("{sub} {flag}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "missing from the man page: {missing:?}");
+    for section in [
+        ".SH COMMANDS",
+        ".SH CONFIGURATION",
+        ".SH CREDENTIALS",
+        ".SH EXIT STATUS",
+        ".SH FILES",
+        "password_credential",
+        "LoadCredentialEncrypted=",
+    ] {
+        assert!(page.contains(section), "the man page lacks {section}");
+    }
+    // The exit statuses it promises are the contract's.
+    for code in [
+        ".B 0\nEvery intersection",
+        ".B 1\nAt least one",
+        ".B 2\nA usage or config",
+    ] {
+        assert!(page.contains(code), "EXIT STATUS lacks {code:?}");
+    }
+}
+
+#[test]
+fn man_page_flags_found_in_help_include_the_ones_operators_use() {
+    // Guards the help parser above: were it to find nothing, the man page
+    // check would pass vacuously.
+    let run = flags_in(&help_words(&["run"]));
+    for f in [
+        "--only",
+        "--dry-run",
+        "--config",
+        "-v",
+        "--verbose",
+        "-h",
+        "--help",
+    ] {
+        assert!(
+            run.iter().any(|x| x == f),
+            "{f} not parsed from run --help: {run:?}"
+        );
+    }
+    let trust = flags_in(&help_words(&["trust"]));
+    assert!(trust.iter().any(|x| x == "-y"), "{trust:?}");
 }

@@ -101,8 +101,7 @@ struct Outcome {
 }
 
 fn check_config(dir: &Path, name: &str, text: &str) -> Outcome {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
+    let p = write_file(dir, name, text);
     let out = run_bin(&p, &["check-config"]);
     Outcome {
         code: out.status.code(),
@@ -113,8 +112,7 @@ fn check_config(dir: &Path, name: &str, text: &str) -> Outcome {
 #[test]
 fn the_template_is_valid() {
     let dir = tempfile::tempdir().unwrap();
-    let kh = dir.path().join("known_hosts");
-    std::fs::write(&kh, "").unwrap();
+    let kh = empty_known_hosts(dir.path());
     let o = check_config(dir.path(), "c.toml", &(template(&kh).join("\n") + "\n"));
     assert_eq!(o.code, Some(0), "{}", o.stderr);
 }
@@ -125,8 +123,7 @@ fn the_template_is_valid() {
 #[test]
 fn every_key_misspelt_mistyped_or_removed_gets_exit_2_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let kh = dir.path().join("known_hosts");
-    std::fs::write(&kh, "").unwrap();
+    let kh = empty_known_hosts(dir.path());
     let base = template(&kh);
     let seed = campaign_seed();
     let mut rng = Rng::new(seed);
@@ -210,8 +207,7 @@ fn every_key_misspelt_mistyped_or_removed_gets_exit_2_naming_it() {
 #[test]
 fn random_edits_never_panic_and_errors_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let kh = dir.path().join("known_hosts");
-    std::fs::write(&kh, "").unwrap();
+    let kh = empty_known_hosts(dir.path());
     let base = template(&kh).join("\n") + "\n";
     let seed = campaign_seed();
     let mut rng = Rng::new(seed);
@@ -247,8 +243,7 @@ fn random_edits_never_panic_and_errors_name_the_file() {
             }
         }
         let name = format!("edit-{case}.toml");
-        let p = dir.path().join(&name);
-        std::fs::write(&p, &bytes).unwrap();
+        let p = write_file(dir.path(), &name, &bytes);
         let out = run_bin(&p, &["check-config"]);
         let err = stderr(&out);
         let label = format!(

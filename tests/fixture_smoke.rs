@@ -36,12 +36,7 @@ fn sshd_tree_sftp_roundtrip() {
     let t0 = Instant::now();
     let sshd = Sshd::start(SshdOptions::default().host_keys(&[KeyType::Ed25519, KeyType::Ecdsa]));
     let mut tree = RemoteTree::new();
-    let a = tree.add_session(
-        DEFAULT_COPROC_NAME,
-        Stamp::new(2021, 6, 9, 0, 0, 0),
-        1,
-        2_000..=6_000,
-    );
+    let a = tree.add_session(DEFAULT_COPROC_NAME, stamp(6, 9), 1, 2_000..=6_000);
     let b = tree.add_session(
         DEFAULT_COPROC_NAME,
         Stamp::new(2021, 6, 10, 0, 1, 2),

@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["cli", "systemd"],
     &["ssh"],
-    &["landing"],
+    &["landing", "ledger"],
     &["report"],
     &["transfer"],
     &["commands"],

@@ -6,7 +6,11 @@
 //! is the engine's own bookkeeping, with the shipped
 //! `transfer.max_listed_entries`.
 
+mod common;
+
 use std::time::Instant;
+
+use common::status_field;
 
 use v2x_data_sftp_client::config::DEFAULT_MAX_LISTED_ENTRIES;
 use v2x_data_sftp_client::ssh::sftp::scripted::{Generated, Scripted};
@@ -17,11 +21,7 @@ const BOUND_KIB: u64 = 256 << 10;
 
 fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
+    status_field(&status, field).unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
 }
 
 fn reset_peak() {

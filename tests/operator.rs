@@ -11,10 +11,6 @@ use std::process::{Command, Output, Stdio};
 
 use common::*;
 
-fn stamp(day: u32) -> Stamp {
-    Stamp::new(2021, 6, day, 0, 0, 0)
-}
-
 /// Writes the client's files, with extra top-level keys (before any table)
 /// and extra tables (at the end).
 fn write_with(client: &Client, top: &str, tables: &str) {
@@ -79,7 +75,7 @@ fn in_pty(client: &Client, args: &[&str], input: &str) -> (String, Option<i32>) 
 fn trust_yes_adds_the_key_then_says_already_trusted_and_the_pass_works() {
     let sshd = Sshd::start_default();
     let mut tree = RemoteTree::new();
-    tree.add_session(DEFAULT_COPROC_NAME, stamp(9), 1, 1_000..=2_000);
+    tree.add_session(DEFAULT_COPROC_NAME, stamp(6, 9), 1, 1_000..=2_000);
     let mut client = Client::new();
     client.add_untrusted(Site::new("a", &sshd, &tree));
     client.write();
@@ -237,17 +233,17 @@ fn trust_all_adds_what_it_reaches_and_fails_for_the_rest() {
 fn dry_run_lists_what_would_land_and_touches_nothing_on_either_side() {
     let sshd = Sshd::start_default();
     let mut tree = RemoteTree::new();
-    tree.add_session(DEFAULT_COPROC_NAME, stamp(9), 1, 1_000..=4_000);
-    tree.add_zip_session(DEFAULT_COPROC_NAME, stamp(10), 5_000);
+    tree.add_session(DEFAULT_COPROC_NAME, stamp(6, 9), 1, 1_000..=4_000);
+    tree.add_zip_session(DEFAULT_COPROC_NAME, stamp(6, 10), 5_000);
     // A compressor still writing a zip directly in archive/ (issue 10: the
     // only kind of file `min_age` holds back), and a session closed a
     // moment ago, taken at once.
-    let young = tree.add_zip_session("Y", stamp(11), 3_000);
+    let young = tree.add_zip_session("Y", stamp(6, 11), 3_000);
     tree.make_fresh(&young.rel);
     let closed_now = tree.add_file(
         &format!(
             "{}/X_spatLog_06122021_000000.csv",
-            session_name("Z", stamp(12))
+            session_name("Z", stamp(6, 12))
         ),
         b"closed a moment ago\n",
     );
@@ -286,7 +282,7 @@ fn dry_run_lists_what_would_land_and_touches_nothing_on_either_side() {
     );
     let session = tree
         .archive_dir()
-        .join(session_name(DEFAULT_COPROC_NAME, stamp(9)));
+        .join(session_name(DEFAULT_COPROC_NAME, stamp(6, 9)));
     assert!(
         text.contains(&format!("rmdir  {} (once emptied)", session.display())),
         "{text}"
@@ -295,7 +291,7 @@ fn dry_run_lists_what_would_land_and_touches_nothing_on_either_side() {
         text.contains(&format!(
             "rmdir  {} (once emptied)",
             tree.archive_dir()
-                .join(session_name("Z", stamp(12)))
+                .join(session_name("Z", stamp(6, 12)))
                 .display()
         )),
         "{text}"
@@ -349,8 +345,8 @@ fn check_config_connect_says_per_intersection_what_to_fix() {
     let sshd = Sshd::start_default();
     let other = Sshd::start_default();
     let mut tree = RemoteTree::new();
-    tree.add_session(DEFAULT_COPROC_NAME, stamp(9), 1, 1_000..=2_000);
-    tree.add_zip_session(DEFAULT_COPROC_NAME, stamp(10), 1_000);
+    tree.add_session(DEFAULT_COPROC_NAME, stamp(6, 9), 1, 1_000..=2_000);
+    tree.add_zip_session(DEFAULT_COPROC_NAME, stamp(6, 10), 1_000);
     let mut client = Client::new();
     client.add(Site::new("good", &sshd, &tree), &sshd);
     client.add_untrusted(Site::at("down", closed_port(), &tree.v2x_data_location()));
@@ -418,9 +414,9 @@ fn check_config_connect_says_per_intersection_what_to_fix() {
 fn status_flags_failed_and_stale_intersections_and_only_keeps_the_others() {
     let sshd = Sshd::start_default();
     let mut tree_a = RemoteTree::new();
-    tree_a.add_session(DEFAULT_COPROC_NAME, stamp(9), 1, 1_000..=2_000);
+    tree_a.add_session(DEFAULT_COPROC_NAME, stamp(6, 9), 1, 1_000..=2_000);
     let mut tree_b = RemoteTree::with_options("B-coproc", 7);
-    tree_b.add_session("B-coproc", stamp(9), 1, 1_000..=2_000);
+    tree_b.add_session("B-coproc", stamp(6, 9), 1, 1_000..=2_000);
     let mut client = Client::new();
     client.set("retries = 0");
     client.add(Site::new("a", &sshd, &tree_a), &sshd);
@@ -501,7 +497,7 @@ fn status_flags_failed_and_stale_intersections_and_only_keeps_the_others() {
 
     // `run --only b` keeps a and down in the state file and the metrics.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    tree_b.add_session("B-coproc", stamp(10), 1, 1_000..=2_000);
+    tree_b.add_session("B-coproc", stamp(6, 10), 1, 1_000..=2_000);
     let out = bin_cmd(&client, &["run", "--only", "b"]);
     assert_exit(&out, 0);
     let state = client.state();
@@ -558,13 +554,7 @@ fn new_config_keys_are_validated_with_key_and_line() {
 fn progress_bar_on_a_terminal_only() {
     let sshd = Sshd::start_default();
     let mut tree = RemoteTree::new();
-    tree.add_random_file(
-        &format!(
-            "{}/X_remoteBsmLog_06092021_000000.csv",
-            session_name("X", stamp(9))
-        ),
-        24 << 20,
-    );
+    tree.add_log("X", "remoteBsm", stamp(6, 9), 24 << 20);
     let mut client = Client::new();
     client.add(Site::new("a", &sshd, &tree), &sshd);
     client.write();
@@ -576,13 +566,7 @@ fn progress_bar_on_a_terminal_only() {
     assert!(screen.contains("1/1 intersection(s) done"), "{screen}");
 
     // Not a terminal (a pipe, as under cron or in a log file): no bar.
-    tree.add_random_file(
-        &format!(
-            "{}/X_remoteBsmLog_06102021_000000.csv",
-            session_name("X", stamp(10))
-        ),
-        4 << 20,
-    );
+    tree.add_log("X", "remoteBsm", stamp(6, 10), 4 << 20);
     let out = bin_cmd(&client, &["run"]);
     assert_exit(&out, 0);
     let err = stderr(&out);
@@ -625,7 +609,7 @@ fn completions_for_bash_zsh_and_fish() {
 }
 
 // ---------------------------------------------------------------------------
-// The README's "Operator's day": real output, printed by
+// docs/operator-examples.md: real output, printed by
 // `cargo test --test operator -- --ignored --nocapture operator_day`.
 // ---------------------------------------------------------------------------
 
@@ -657,7 +641,7 @@ fn screen_text(raw: &str) -> String {
 }
 
 #[test]
-#[ignore = "prints the README's operator examples"]
+#[ignore = "prints docs/operator-examples.md's output"]
 fn operator_day() {
     let show = |title: &str, out: &Output| {
         println!("\n$ {title}");
@@ -792,13 +776,13 @@ fn dry_run_leaves_exactly_what_the_pass_then_skips() {
     // (odd names, symlinks, FIFOs, min_age) to the same entries.
     let sshd = Sshd::start_default();
     let mut tree = RemoteTree::new();
-    let session = session_name(DEFAULT_COPROC_NAME, stamp(9));
-    tree.add_session(DEFAULT_COPROC_NAME, stamp(9), 1, 1_000..=2_000);
+    let session = session_name(DEFAULT_COPROC_NAME, stamp(6, 9));
+    tree.add_session(DEFAULT_COPROC_NAME, stamp(6, 9), 1, 1_000..=2_000);
     tree.add_hostile_entries(&session);
     let young = tree.add_file(
         &format!(
             "{}/X_spatLog_06112021_000000.csv",
-            session_name("Y", stamp(11))
+            session_name("Y", stamp(6, 11))
         ),
         b"young\n",
     );

@@ -6,7 +6,6 @@ mod common;
 
 use std::time::Duration;
 
-use common::faults::Running;
 use common::*;
 
 /// Highest thread count and peak RSS (VmHWM, KiB) of the process seen
@@ -14,20 +13,14 @@ use common::*;
 /// counts the forked test process's memory before the exec.
 fn watch(r: &Running) -> (usize, u64) {
     let (mut threads, mut hwm) = (0, 0);
-    let field = |s: &str, name: &str| -> Option<u64> {
-        s.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-    };
     while !r.exited() {
         if let Ok(s) = std::fs::read_to_string(format!("/proc/{}/status", r.pid())) {
             // Only once the binary runs: before the exec it is still a test fork.
             if s.lines()
                 .any(|l| l.starts_with("Name:") && l.contains("v2x-data-sftp"))
             {
-                threads = threads.max(field(&s, "Threads:").unwrap_or(0) as usize);
-                hwm = hwm.max(field(&s, "VmHWM:").unwrap_or(0));
+                threads = threads.max(status_field(&s, "Threads:").unwrap_or(0) as usize);
+                hwm = hwm.max(status_field(&s, "VmHWM:").unwrap_or(0));
             }
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -45,12 +38,7 @@ fn sixty_four_intersections_with_bounded_threads_memory_and_connections() {
     let mut trees = Vec::new();
     for i in 0..64u64 {
         let mut t = RemoteTree::with_options(&format!("Coproc{i}"), i);
-        t.add_session(
-            &format!("Coproc{i}"),
-            Stamp::new(2021, 6, 9, 0, 0, 0),
-            1,
-            500..=4_000,
-        );
+        t.add_session(&format!("Coproc{i}"), stamp(6, 9), 1, 500..=4_000);
         client.add_untrusted(Site::new(&format!("ix-{i:02}"), &sshd, &t));
         trees.push(t);
     }
@@ -82,13 +70,7 @@ fn sixty_four_intersections_with_bounded_threads_memory_and_connections() {
 fn a_big_file_lands_in_bounded_memory() {
     let sshd = Sshd::start_default();
     let mut tree = RemoteTree::new();
-    tree.add_random_file(
-        &format!(
-            "{}/X_remoteBsmLog_06092021_000000.csv",
-            session_name("X", Stamp::new(2021, 6, 9, 0, 0, 0))
-        ),
-        192 << 20,
-    );
+    tree.add_log("X", "remoteBsm", stamp(6, 9), 192 << 20);
     let mut client = Client::new();
     client.add(Site::new("a", &sshd, &tree), &sshd);
     let r = Running::start(&client, &["run"], &[]);

@@ -8,8 +8,8 @@
 
 use crate::cli::Cli;
 use crate::commands::{Exit, load, select};
+use crate::common::scoped::each_intersection;
 use std::path::Path;
-use std::thread;
 
 use crate::commands::trust;
 use crate::config::{self, Config, Intersection};
@@ -57,29 +57,17 @@ pub fn probe_all(
     known: &KnownHosts,
     intersections: &[Intersection],
 ) -> Vec<Probe> {
-    let mut out = Vec::with_capacity(intersections.len());
-    for chunk in intersections.chunks(PROBE_PARALLEL) {
-        thread::scope(|scope| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|ix| {
-                    scope.spawn(move || {
-                        let _span =
-                            tracing::info_span!("intersection", intersection = %ix.name).entered();
-                        probe(config, known, ix)
-                    })
-                })
-                .collect();
-            for (h, ix) in handles.into_iter().zip(chunk) {
-                out.push(h.join().unwrap_or_else(|_| Probe {
-                    name: ix.name.clone(),
-                    addr: known_hosts::host_port_name(&ix.host, ix.port),
-                    result: Err((Step::Reach, "the probe panicked (a bug)".into())),
-                }));
-            }
-        });
-    }
-    out
+    each_intersection(
+        intersections,
+        PROBE_PARALLEL,
+        |ix| &ix.name,
+        |ix| probe(config, known, ix),
+        |ix| Probe {
+            name: ix.name.clone(),
+            addr: known_hosts::host_port_name(&ix.host, ix.port),
+            result: Err((Step::Reach, "the probe panicked (a bug)".into())),
+        },
+    )
 }
 
 fn probe(config: &Config, known: &KnownHosts, ix: &Intersection) -> Probe {
@@ -135,7 +123,9 @@ fn steps(config: &Config, known: &KnownHosts, ix: &Intersection) -> Result<Strin
     }
     let mut session = session::connect(ix, known, t, &|_| {}).map_err(|e| match e {
         RemoteError::HostKey(m) => (Step::HostKey, m),
-        RemoteError::Auth { .. } | RemoteError::SecretFile { .. } => (Step::Auth, e.to_string()),
+        RemoteError::Auth { .. } | RemoteError::SecretFile { .. } | RemoteError::Credential(_) => {
+            (Step::Auth, e.to_string())
+        }
         RemoteError::Session(_) | RemoteError::Refused { .. } => (
             Step::Sftp,
             format!("{e} (is `Subsystem sftp` enabled in the coprocessor's sshd_config?)"),
@@ -219,9 +209,9 @@ pub fn render(probes: &[Probe]) -> String {
 /// The early [`Exit`] of a config or usage error.
 pub fn command(cli: &Cli, connect: bool, only: &[String]) -> Result<Exit, Exit> {
     let (config, known) = load(cli)?;
-    let problems = config::check_secret_files(&config);
-    if !problems.is_empty() {
-        for p in &problems {
+    let secrets = config::check_secret_files(&config);
+    if !secrets.errors.is_empty() {
+        for p in &secrets.errors {
             eprintln!("config error: {p}");
         }
         return Err(Exit::Config);
@@ -232,6 +222,10 @@ pub fn command(cli: &Cli, connect: bool, only: &[String]) -> Result<Exit, Exit> 
         config.intersections.len(),
         config.data_directory.display()
     );
+    // Not errors: outside the unit, credentials are invisible by design.
+    for note in &secrets.unseen_credentials {
+        println!("note: {note}");
+    }
     if !connect {
         return Ok(Exit::Ok);
     }

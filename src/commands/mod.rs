@@ -8,7 +8,10 @@
 //! | `import-legacy-config` | [`import_legacy`] |
 //! | `status` | [`status`] |
 //! | `trust` | [`trust`] |
+//! | `verify` | [`verify`] |
+//! | `ledger` | [`ledger`] |
 //! | `completions` | [`completions`] |
+//! | `man` | [`man`] |
 
 use crate::cli::{Cli, Command};
 use crate::config::{self, Config, ConfigErrors, Intersection};
@@ -18,9 +21,12 @@ pub mod check_config;
 pub mod completions;
 pub mod dry_run;
 pub mod import_legacy;
+pub mod man;
+pub mod ledger;
 pub mod run;
 pub mod status;
 pub mod trust;
+pub mod verify;
 
 /// How a command ended. The exit statuses are the contract's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +66,25 @@ pub fn dispatch(cli: &Cli) -> Exit {
             let selected = select(&config, if *all { &[] } else { names }, "")?;
             Ok(trust::command(&config, &selected, *yes))
         }),
+        Command::Verify { since, only, json } => {
+            Ok(verify::command(&cli.config, since.as_deref(), only, *json))
+        }
+        Command::Ledger {
+            pass,
+            since,
+            only,
+            format,
+        } => Ok(ledger::command(
+            &cli.config,
+            &ledger::Filter {
+                pass: pass.as_deref(),
+                since: since.as_deref(),
+                only,
+            },
+            *format,
+        )),
         Command::Completions { shell } => Ok(completions::command(*shell)),
+        Command::Man => Ok(man::command()),
     };
     result.unwrap_or_else(|early| early)
 }
@@ -73,6 +97,10 @@ pub(crate) fn print_config_errors(errors: &ConfigErrors) {
 
 /// Loads and validates the config and the known_hosts file; on an error,
 /// prints it and gives [`Exit::Config`].
+///
+/// # Errors
+/// [`Exit::Config`], once the config's errors or the known_hosts file's
+/// read error are printed.
 pub(crate) fn load(cli: &Cli) -> Result<(Config, KnownHosts), Exit> {
     let loaded = config::load(&cli.config).map_err(|e| {
         print_config_errors(&e);
@@ -94,6 +122,10 @@ pub(crate) fn load(cli: &Cli) -> Result<(Config, KnownHosts), Exit> {
 
 /// The intersections named by `--only` (or a command's names), all when
 /// `names` is empty; an unknown name is a usage error.
+///
+/// # Errors
+/// [`Exit::Config`], once the unknown name is printed with the names the
+/// config has.
 pub(crate) fn select(
     config: &Config,
     names: &[String],

@@ -23,10 +23,10 @@ use std::fs::{self};
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::thread;
 
 use crate::commands::Exit;
 use crate::common::durable::{self, Ownership};
+use crate::common::scoped::each_intersection;
 use crate::config::{Config, Intersection};
 use crate::ssh::known_hosts::{self, KnownHosts, Verdict};
 use crate::ssh::session::{self, HostKey, RemoteError};
@@ -95,31 +95,19 @@ fn fetch_all(config: &Config, intersections: &[Intersection]) -> Vec<Result<Host
     // Read once for the restriction of host-key types; decisions re-read
     // the file, since an earlier decision may have added to it.
     let known = KnownHosts::load(&config.known_hosts).map(|(k, _)| k);
-    let mut keys = Vec::with_capacity(intersections.len());
-    for chunk in intersections.chunks(FETCH_PARALLEL) {
-        thread::scope(|scope| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|ix| {
-                    let known = &known;
-                    scope.spawn(move || {
-                        let _span =
-                            tracing::info_span!("intersection", intersection = %ix.name).entered();
-                        let types = match known {
-                            Ok(k) => k.key_types_for(&ix.host, ix.port),
-                            Err(_) => Vec::new(),
-                        };
-                        session::fetch_host_key(ix, &types, &config.transfer)
-                            .map_err(FetchError::Remote)
-                    })
-                })
-                .collect();
-            for h in handles {
-                keys.push(h.join().unwrap_or(Err(FetchError::Panicked)));
-            }
-        });
-    }
-    keys
+    each_intersection(
+        intersections,
+        FETCH_PARALLEL,
+        |ix| &ix.name,
+        |ix| {
+            let types = match &known {
+                Ok(k) => k.key_types_for(&ix.host, ix.port),
+                Err(_) => Vec::new(),
+            };
+            session::fetch_host_key(ix, &types, &config.transfer).map_err(FetchError::Remote)
+        },
+        |_| Err(FetchError::Panicked),
+    )
 }
 
 #[derive(Debug)]
@@ -275,6 +263,11 @@ fn short_type(key_type: &str) -> &str {
 /// Appends `lines` to the file atomically: the old content plus the new
 /// lines go to a temporary file beside it (same mode and owner), which is
 /// fsynced and renamed over it, then the folder is fsynced.
+///
+/// # Errors
+/// The file (or the one a symlink names) cannot be resolved, stat'ed or
+/// read, or the replacement cannot be written, synced, given the file's
+/// owner, or renamed over it; the file is then left as it was.
 pub fn append_lines(path: &Path, lines: &[&str]) -> io::Result<()> {
     // Write through a symlink to the file it names, keeping the link.
     let target: PathBuf = fs::canonicalize(path)?;

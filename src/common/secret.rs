@@ -21,6 +21,10 @@ const MAX_SECRET_FILE: u64 = 64 * 1024;
 /// and no deadline can interrupt a blocked `open`: the whole pass would
 /// hang. `O_NONBLOCK` makes `open` return at once (it changes nothing for
 /// a regular file's reads), and then only a regular file is accepted.
+///
+/// # Errors
+/// The file cannot be opened or stat'ed (missing, permission denied), or
+/// it is not a regular file (`InvalidInput`, naming what it is instead).
 pub fn open_secret_file(path: &Path) -> io::Result<File> {
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -46,6 +50,10 @@ pub fn open_secret_file(path: &Path) -> io::Result<File> {
 
 /// The first line of a password or passphrase file, without its line
 /// ending (the way `echo secret > file` writes it).
+///
+/// # Errors
+/// As [`open_secret_file`]; also when reading fails, the text is not UTF-8
+/// (`InvalidData`), or the file is larger than 64 KiB (`InvalidData`).
 pub fn read_secret_line(path: &Path) -> io::Result<String> {
     let mut text = String::new();
     open_secret_file(path)?

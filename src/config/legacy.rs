@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::{
     Auth, Checks, Config, ConfigError, ConfigErrors, DEFAULT_CONFIG_PATH, Draft, Format,
-    IntersectionDraft, Item, StartInput, utf8_text, validate,
+    IntersectionDraft, Item, SecretSource, StartInput, utf8_text, validate,
 };
 use crate::common::secret::Secret;
 
@@ -59,6 +59,10 @@ pub(crate) struct Notes {
 /// TOML text equivalent to the legacy JSON at `path` (for
 /// `import-legacy-config`). Does not require known_hosts to exist: the
 /// operator imports first and creates it afterwards.
+///
+/// # Errors
+/// As [`crate::config::load`] for a legacy file: it cannot be read, is not
+/// UTF-8 or not JSON of the seed's shape, or holds invalid values.
 pub fn import(path: &Path) -> Result<String, ConfigErrors> {
     let one = |e: ConfigError| ConfigErrors(vec![e]);
     let bytes = std::fs::read(path).map_err(|e| {
@@ -136,28 +140,17 @@ fn render(path: &Path, config: &Config, notes: &Notes) -> Result<String, ConfigE
             Auth::Password(secret) => {
                 let _ = writeln!(out, "password = {}", toml_str(secret.expose()));
             }
-            Auth::PasswordFile(p) => {
-                let _ = writeln!(
-                    out,
-                    "password_file = {}",
-                    toml_path(path, &key("password_file"), p)?
-                );
+            Auth::PasswordFrom(source) => {
+                let line = secret_line(path, &key, source, "password_file", "password_credential")?;
+                let _ = writeln!(out, "{line}");
             }
-            Auth::PrivateKey {
-                path: key_path,
-                passphrase_file,
-            } => {
-                let _ = writeln!(
-                    out,
-                    "private_key = {}",
-                    toml_path(path, &key("private_key"), key_path)?
-                );
-                if let Some(p) = passphrase_file {
-                    let _ = writeln!(
-                        out,
-                        "passphrase_file = {}",
-                        toml_path(path, &key("passphrase_file"), p)?
-                    );
+            Auth::PrivateKey { key: k, passphrase } => {
+                let line = secret_line(path, &key, k, "private_key", "private_key_credential")?;
+                let _ = writeln!(out, "{line}");
+                if let Some(p) = passphrase {
+                    let line =
+                        secret_line(path, &key, p, "passphrase_file", "passphrase_credential")?;
+                    let _ = writeln!(out, "{line}");
                 }
             }
         }
@@ -176,6 +169,20 @@ fn render(path: &Path, config: &Config, notes: &Notes) -> Result<String, ConfigE
 /// A TOML string literal (quoted and escaped by the toml crate).
 fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
+}
+
+/// `password_file = "..."` or `password_credential = "..."`, as the source is.
+fn secret_line(
+    file: &Path,
+    key: &dyn Fn(&str) -> String,
+    source: &SecretSource,
+    file_key: &str,
+    credential_key: &str,
+) -> Result<String, ConfigError> {
+    Ok(match source {
+        SecretSource::File(p) => format!("{file_key} = {}", toml_path(file, &key(file_key), p)?),
+        SecretSource::Credential(name) => format!("{credential_key} = {}", toml_str(name)),
+    })
 }
 
 fn toml_path(file: &Path, key: &str, p: &Path) -> Result<String, ConfigError> {
@@ -207,6 +214,10 @@ fn comment_safe(s: &str) -> String {
 }
 
 /// Reads the legacy JSON text into the shared draft.
+///
+/// # Errors
+/// A JSON syntax error, a value of the wrong type or an unknown key, alone
+/// and with its line.
 pub(crate) fn parse(path: &Path, text: &str) -> Result<(Draft, Notes), Vec<ConfigError>> {
     let raw: LegacyFile =
         serde_json::from_str(text).map_err(|e| vec![json_error(path, text, &e)])?;
@@ -525,6 +536,7 @@ impl<'a> Locator<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tests::{find, write_config as write};
     use crate::config::{
         DEFAULT_ELEMENTS, DEFAULT_KNOWN_HOSTS, Loaded, StartTime, Transfer, load_with,
     };
@@ -545,13 +557,6 @@ mod tests {
         known_hosts_exists: false,
     };
 
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, text).expect("write");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        path
-    }
-
     fn load_json(path: &Path) -> Result<Loaded, ConfigErrors> {
         load_with(path, NO_KNOWN_HOSTS_CHECK)
     }
@@ -563,13 +568,6 @@ mod tests {
             Ok(_) => panic!("expected errors for {text}"),
             Err(e) => e.0,
         }
-    }
-
-    fn find<'a>(errors: &'a [ConfigError], key: &str) -> &'a ConfigError {
-        errors
-            .iter()
-            .find(|e| e.key.as_deref() == Some(key))
-            .unwrap_or_else(|| panic!("no error for {key} in {}", ConfigErrors(errors.to_vec())))
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod algorithms;
 mod diagnostics;
 mod draft;
 pub mod legacy;
+pub mod reference;
 mod toml_file;
 mod validate;
 
@@ -35,6 +36,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::common::credentials::{self, CredentialError};
 use crate::common::secret::Secret;
 pub use algorithms::Algorithms;
 
@@ -106,6 +108,32 @@ pub struct Transfer {
     pub max_listed_entries: u64,
     /// SSH algorithms offered, in order ([`algorithms`]).
     pub algorithms: Algorithms,
+    /// How a file is checked before its remote copy is removed.
+    pub verify: Verify,
+}
+
+/// `transfer.verify`: what must agree before a remote file is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verify {
+    /// `sha256` where the account may run `sha256sum` (probed once per
+    /// connection), `size` elsewhere.
+    #[default]
+    Auto,
+    /// The coprocessor's `sha256sum` must match the bytes landed; an account
+    /// that cannot run it stops the intersection, nothing removed.
+    Sha256,
+    /// Byte count, size and mtime before and after the download only.
+    Size,
+}
+
+impl Verify {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verify::Auto => "auto",
+            Verify::Sha256 => "sha256",
+            Verify::Size => "size",
+        }
+    }
 }
 
 /// A generous bound: a year of MMITSS sessions is some ten thousand files,
@@ -125,6 +153,7 @@ impl Default for Transfer {
             min_free_bytes: 1 << 30,
             max_listed_entries: DEFAULT_MAX_LISTED_ENTRIES,
             algorithms: Algorithms::default(),
+            verify: Verify::Auto,
         }
     }
 }
@@ -144,16 +173,52 @@ pub struct Intersection {
     pub compression: Option<bool>,
 }
 
-/// Exactly one way to authenticate. Files are read when connecting, so an
-/// unreadable one fails only its intersection.
+/// Exactly one way to authenticate. Files and credentials are read when
+/// connecting, so an unreadable one fails only its intersection.
 #[derive(Debug, Clone)]
 pub enum Auth {
     Password(Secret),
-    PasswordFile(PathBuf),
+    /// `password_file` or `password_credential`.
+    PasswordFrom(SecretSource),
+    /// `private_key` or `private_key_credential`, with `passphrase_file` or
+    /// `passphrase_credential` when the key has one.
     PrivateKey {
-        path: PathBuf,
-        passphrase_file: Option<PathBuf>,
+        key: SecretSource,
+        passphrase: Option<SecretSource>,
     },
+}
+
+/// Where a password, passphrase or private key is read from at connect time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file the config names (`*_file`, `private_key`).
+    File(PathBuf),
+    /// A systemd credential the unit loads (`*_credential`): a file in
+    /// `$CREDENTIALS_DIRECTORY`, there only while the unit runs.
+    Credential(String),
+}
+
+impl SecretSource {
+    /// The file to read: the configured path, or where systemd put the
+    /// credential for this process.
+    ///
+    /// # Errors
+    /// A credential this process cannot see, with what to do about it.
+    pub fn path(&self) -> Result<PathBuf, CredentialError> {
+        match self {
+            SecretSource::File(p) => Ok(p.clone()),
+            SecretSource::Credential(name) => credentials::path(name),
+        }
+    }
+
+    /// The config key it came from, for messages: `password_file`,
+    /// `private_key_credential`, …
+    pub fn key(&self, file_key: &'static str, credential_key: &'static str) -> &'static str {
+        match self {
+            SecretSource::File(_) => file_key,
+            SecretSource::Credential(_) => credential_key,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -170,6 +235,13 @@ pub struct Loaded {
 
 /// Reads `path`; a legacy JSON file is recognised by its content (first
 /// non-whitespace char is '{'), otherwise TOML.
+///
+/// # Errors
+/// Every problem found, each naming file, key and line where it can: the
+/// file cannot be read or is not UTF-8; a syntax error, a value of the
+/// wrong type or an unknown key (alone: the parser stops there); then
+/// every invalid or missing value, and a known_hosts file that does not
+/// exist.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     load_with(
         path,
@@ -179,32 +251,85 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     )
 }
 
+/// What `check-config` finds about the secrets the config points to.
+#[derive(Debug, Default)]
+pub struct SecretCheck {
+    /// Files (and credentials this process can see) that exist but cannot
+    /// be used: config errors.
+    pub errors: Vec<ConfigError>,
+    /// Credentials this process cannot see, each with why that is expected
+    /// (outside the unit) or what to add to the unit. Not errors: systemd
+    /// hands credentials to the unit only.
+    pub unseen_credentials: Vec<String>,
+}
+
 /// Checks done by `check-config` but not by `load`: files referenced by auth
-/// settings exist and are readable by this process. `run` reads those files
-/// at connect time instead, so an unreadable one fails only its intersection.
-pub fn check_secret_files(config: &Config) -> Vec<ConfigError> {
+/// settings exist and are readable by this process, and which credentials
+/// it can see. `run` reads them at connect time instead, so an unreadable
+/// one fails only its intersection.
+pub fn check_secret_files(config: &Config) -> SecretCheck {
     let lines = secret_file_lines(&config.source);
-    let mut errors = Vec::new();
+    let mut out = SecretCheck::default();
     for (i, intersection) in config.intersections.iter().enumerate() {
-        let files: Vec<(&str, &Path)> = match &intersection.auth {
+        let sources: Vec<(&str, &SecretSource)> = match &intersection.auth {
             Auth::Password(_) => Vec::new(),
-            Auth::PasswordFile(p) => vec![("password_file", p.as_path())],
-            Auth::PrivateKey {
-                path,
-                passphrase_file,
-            } => {
-                let mut v = vec![("private_key", path.as_path())];
-                if let Some(p) = passphrase_file {
-                    v.push(("passphrase_file", p.as_path()));
+            Auth::PasswordFrom(s) => vec![(s.key("password_file", "password_credential"), s)],
+            Auth::PrivateKey { key, passphrase } => {
+                let mut v = vec![(key.key("private_key", "private_key_credential"), key)];
+                if let Some(p) = passphrase {
+                    v.push((p.key("passphrase_file", "passphrase_credential"), p));
                 }
                 v
             }
         };
-        for (field, file) in files {
+        for (field, source) in sources {
+            let key = format!("intersections[{i}].{field}");
+            let file = match source.path() {
+                Ok(file) => file,
+                Err(e) => {
+                    let line = lines.get(&key).copied();
+                    match e.why {
+                        // Outside any unit: expected, a note, not an error.
+                        credentials::Unavailable::NoDirectory => {
+                            let note = ConfigError::new(
+                                &config.source,
+                                Some(key),
+                                line,
+                                format!(
+                                    "credential {name:?} cannot be seen here: ${var} is not \
+                                     set. That is expected outside the unit: systemd hands \
+                                     credentials only to v2x-data-sftp-client.service, which \
+                                     must load it (LoadCredentialEncrypted={name}:PATH in a \
+                                     drop-in), and a pass it starts reads it there",
+                                    name = e.name,
+                                    var = credentials::DIRECTORY_VARIABLE,
+                                ),
+                            );
+                            out.unseen_credentials.push(note.to_string());
+                        }
+                        // Inside a unit that loads credentials, but not this
+                        // one: a real mistake.
+                        credentials::Unavailable::NotLoaded { .. } => {
+                            out.errors.push(ConfigError::new(
+                                &config.source,
+                                Some(key),
+                                line,
+                                format!(
+                                    "{e}; intersection {:?} cannot authenticate until this is \
+                                     fixed",
+                                    intersection.name
+                                ),
+                            ));
+                        }
+                    }
+                    continue;
+                }
+            };
+            let file = file.as_path();
             if let Err(why) = check_readable_file(file) {
                 let key = format!("intersections[{i}].{field}");
                 let line = lines.get(&key).copied();
-                errors.push(ConfigError::new(
+                out.errors.push(ConfigError::new(
                     &config.source,
                     Some(key),
                     line,
@@ -217,7 +342,7 @@ pub fn check_secret_files(config: &Config) -> Vec<ConfigError> {
             }
         }
     }
-    errors
+    out
 }
 
 /// Opens the file for reading, the way the connect code will.
@@ -260,6 +385,18 @@ fn secret_file_lines(source: &Path) -> HashMap<String, usize> {
                     lines.insert(item.key.clone(), line);
                 }
             }
+            for item in [
+                &i.password_credential,
+                &i.private_key_credential,
+                &i.passphrase_credential,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if let Some(line) = item.line {
+                    lines.insert(item.key.clone(), line);
+                }
+            }
         }
     }
     lines
@@ -273,6 +410,10 @@ pub(crate) struct Checks {
     pub known_hosts_exists: bool,
 }
 
+/// [`load`], with only the file-system `checks` asked for.
+///
+/// # Errors
+/// As [`load`].
 pub(crate) fn load_with(path: &Path, checks: Checks) -> Result<Loaded, ConfigErrors> {
     let bytes = std::fs::read(path).map_err(|e| {
         ConfigErrors(vec![ConfigError::new(
@@ -292,6 +433,9 @@ pub(crate) fn load_with(path: &Path, checks: Checks) -> Result<Loaded, ConfigErr
 }
 
 /// The file as text, with a line number when it is not UTF-8.
+///
+/// # Errors
+/// The bytes are not UTF-8: the error names the line of the first bad byte.
 pub(crate) fn utf8_text(path: &Path, bytes: Vec<u8>) -> Result<String, ConfigError> {
     String::from_utf8(bytes).map_err(|e| {
         let valid = e.utf8_error().valid_up_to();

@@ -56,6 +56,7 @@ pub struct RawTransfer {
     pub ciphers: Option<Spanned<Vec<Spanned<String>>>>,
     pub macs: Option<Spanned<Vec<Spanned<String>>>>,
     pub kex_algorithms: Option<Spanned<Vec<Spanned<String>>>>,
+    pub verify: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -83,6 +84,10 @@ pub struct RawIntersection {
     pub password_file: Option<Spanned<String>>,
     pub private_key: Option<Spanned<String>>,
     pub passphrase_file: Option<Spanned<String>>,
+    /// systemd credential names (`$CREDENTIALS_DIRECTORY/<name>`).
+    pub password_credential: Option<Spanned<String>>,
+    pub private_key_credential: Option<Spanned<String>>,
+    pub passphrase_credential: Option<Spanned<String>>,
     pub v2x_data_location: Option<Spanned<String>>,
     #[serde(rename = "v2x-data_location")]
     pub v2x_data_location_legacy: Option<Spanned<String>>,
@@ -91,6 +96,10 @@ pub struct RawIntersection {
 
 /// Parses TOML text into the shared draft; a syntax, type or unknown-key
 /// error is returned alone (the parser cannot go on after it).
+///
+/// # Errors
+/// That one error, naming file, line and (when it can) key, never quoting
+/// the line (it may hold a password).
 pub(crate) fn parse(file: &Path, text: &str) -> Result<Draft, Vec<ConfigError>> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| vec![toml_error(file, text, &e)])?;
     Ok(Converter { file, text }.draft(raw))
@@ -251,6 +260,7 @@ impl Converter<'_> {
                 max_listed_entries: t
                     .max_listed_entries
                     .map(|s| self.item(s, key("max_listed_entries"))),
+                verify: t.verify.map(|s| self.item(s, key("verify"))),
                 min_free_space: t.min_free_space.map(|s| {
                     let item = self.item(s, key("min_free_space"));
                     let value = match item.value {
@@ -317,6 +327,15 @@ impl Converter<'_> {
         d.passphrase_file = raw
             .passphrase_file
             .map(|s| self.path(s, d.field("passphrase_file")));
+        d.password_credential = raw
+            .password_credential
+            .map(|s| self.item(s, d.field("password_credential")));
+        d.private_key_credential = raw
+            .private_key_credential
+            .map(|s| self.item(s, d.field("private_key_credential")));
+        d.passphrase_credential = raw
+            .passphrase_credential
+            .map(|s| self.item(s, d.field("passphrase_credential")));
         d.v2x_data_location = self.one_of(
             &d,
             raw.v2x_data_location,

@@ -170,6 +170,7 @@ pub struct Landed {
     path: PathBuf,
     bytes: u64,
     already_present: bool,
+    sha256: [u8; 32],
 }
 
 impl Landed {
@@ -191,6 +192,22 @@ impl Landed {
     /// the rename and the remote delete, or the same bytes sent twice).
     pub fn already_present(&self) -> bool {
         self.already_present
+    }
+
+    /// SHA-256 of the landed bytes (for an already present file, of the
+    /// bytes just downloaded, found identical to it byte for byte).
+    pub fn sha256(&self) -> [u8; 32] {
+        self.sha256
+    }
+
+    /// The remote path this proves.
+    pub fn remote(&self) -> &[u8] {
+        &self.remote
+    }
+
+    /// The remote file's identity this proves.
+    pub fn identity(&self) -> Identity {
+        self.id
     }
 }
 
@@ -292,9 +309,28 @@ impl Lander {
                 .map_err(|e| LandingError::io("truncating", &temp, e))?;
             have = 0;
         }
+        // A resumed prefix is hashed from what the disk holds: the digest
+        // must cover the bytes that land, not what an earlier pass meant
+        // to write.
+        let mut hasher = Sha256::new();
+        if have > 0 {
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| LandingError::io("seeking", &temp, e))?;
+            let hashed = hash_prefix(&mut file, have, &mut hasher)
+                .map_err(|e| LandingError::io("reading back", &temp, e))?;
+            if hashed != have {
+                // Shorter than its length said (a concurrent truncation):
+                // start over rather than trust it.
+                file.set_len(0)
+                    .map_err(|e| LandingError::io("truncating", &temp, e))?;
+                have = 0;
+                hasher = Sha256::new();
+            }
+        }
         file.seek(SeekFrom::Start(have))
             .map_err(|e| LandingError::io("seeking", &temp, e))?;
         let direct = Direct::open(&temp, have, id.size);
+        let hasher = Hashing::start(hasher, id.size.saturating_sub(have));
         Ok(Partial {
             direct,
             file,
@@ -305,6 +341,7 @@ impl Lander {
             resumed_from: have,
             remote: remote.to_vec(),
             id,
+            hasher,
             _claim: claim,
         })
     }
@@ -499,6 +536,9 @@ pub struct Partial {
     /// The remote file these bytes are of: what the [`Landed`] will name.
     remote: Vec<u8>,
     id: Identity,
+    /// SHA-256 of every byte handed to [`Partial::write`] (and of a resumed
+    /// prefix, read back at open), in order.
+    hasher: Hashing,
     _claim: Claim,
 }
 
@@ -515,7 +555,38 @@ impl Partial {
         self.resumed_from
     }
 
+    /// SHA-256 of the bytes written so far (the resumed prefix included).
+    pub fn sha256(&mut self) -> [u8; 32] {
+        self.hasher.digest()
+    }
+
+    /// Appends `buf` to the file and to its hash, directly to the device in
+    /// whole blocks while the filesystem takes that, through the page cache
+    /// otherwise. The hash is of the bytes as they come in, the same buffer
+    /// the write takes: what it checks against the coprocessor's own hash
+    /// is the whole download (pipelined reads, their order, resume), not the
+    /// kernel's copy to disk, which `v2x-data-sftp-client verify` re-reads
+    /// later.
+    ///
+    /// # Errors
+    /// [`LandingError::DiskFull`] when the disk or the quota is full;
+    /// [`LandingError::Io`] for any other write error. The partial stays on
+    /// disk for a later pass to resume.
     pub fn write(&mut self, buf: &[u8]) -> Result<(), LandingError> {
+        self.write_owned(buf.to_vec())
+    }
+
+    /// [`Partial::write`] of a buffer the caller gives up, so that a big
+    /// file's hash is computed on a thread of its own without a copy.
+    pub fn write_owned(&mut self, buf: Vec<u8>) -> Result<(), LandingError> {
+        #[cfg(feature = "fault-injection")]
+        let buf = flip_for_test(&self.remote, self.written, &buf).unwrap_or(buf);
+        self.write_bytes(&buf)?;
+        self.hasher.update(buf);
+        Ok(())
+    }
+
+    fn write_bytes(&mut self, buf: &[u8]) -> Result<(), LandingError> {
         if let Some(d) = self.direct.as_mut() {
             let mut rest = buf;
             let mut refused = false;
@@ -544,7 +615,7 @@ impl Partial {
             // what is buffered and the rest go through the page cache.
             self.leave_direct()
                 .map_err(|e| LandingError::io("writing", &self.temp, e))?;
-            return self.write(rest);
+            return self.write_bytes(rest);
         }
         self.file
             .write_all(buf)
@@ -593,6 +664,15 @@ impl Partial {
     }
 
     /// Verifies, fsyncs and renames the file into place; see the module docs.
+    ///
+    /// # Errors
+    /// [`LandingError::Incomplete`] when the file does not hold exactly the
+    /// remote size; [`LandingError::DiskFull`] or [`LandingError::Io`] when
+    /// writing, fsyncing, comparing with an existing file or renaming
+    /// fails; [`LandingError::NoFreeName`] when every conflict name is
+    /// taken by other content. The partial is removed when its bytes cannot
+    /// be trusted (a failed write or fsync, a wrong size); the remote copy
+    /// is kept in every case.
     pub fn commit(mut self) -> Result<Landed, LandingError> {
         if let Err(e) = self.flush_direct() {
             let err = LandingError::io("writing", &self.temp, e);
@@ -629,47 +709,38 @@ impl Partial {
         let dir_handle =
             File::open(&self.dir).map_err(|e| LandingError::io("opening folder", &self.dir, e))?;
         for n in 0..MAX_CONFLICTS {
-            let candidate = conflict_name(&self.name, n);
-            let target = self.dir.join(&candidate);
-            match place_no_replace(&dir_handle, &self.temp, &target) {
-                Ok(()) => {
-                    dir_handle
-                        .sync_all()
-                        .map_err(|e| LandingError::io("fsyncing folder", &self.dir, e))?;
-                    return Ok(Landed {
-                        remote: std::mem::take(&mut self.remote),
-                        id: self.id,
-                        path: target,
-                        bytes: self.written,
-                        already_present: false,
-                    });
-                }
+            let target = self.dir.join(conflict_name(&self.name, n));
+            let already_present = match place_no_replace(&dir_handle, &self.temp, &target) {
+                Ok(()) => false,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if same_content(&self.temp, &target)
+                    if !same_content(&self.temp, &target)
                         .map_err(|e| LandingError::io("comparing with", &target, e))?
                     {
-                        fs::remove_file(&self.temp)
-                            .map_err(|e| LandingError::io("removing", &self.temp, e))?;
-                        // The existing copy may be from a crashed pass that
-                        // never fsynced its folder; make sure it is durable
-                        // before the caller deletes the remote copy.
-                        File::open(&target)
-                            .and_then(|f| f.sync_all())
-                            .map_err(|e| LandingError::io("fsyncing", &target, e))?;
-                        dir_handle
-                            .sync_all()
-                            .map_err(|e| LandingError::io("fsyncing folder", &self.dir, e))?;
-                        return Ok(Landed {
-                            remote: std::mem::take(&mut self.remote),
-                            id: self.id,
-                            path: target,
-                            bytes: self.written,
-                            already_present: true,
-                        });
+                        continue;
                     }
+                    fs::remove_file(&self.temp)
+                        .map_err(|e| LandingError::io("removing", &self.temp, e))?;
+                    // The existing copy may be from a crashed pass that
+                    // never fsynced its folder; make sure it is durable
+                    // before the caller deletes the remote copy.
+                    File::open(&target)
+                        .and_then(|f| f.sync_all())
+                        .map_err(|e| LandingError::io("fsyncing", &target, e))?;
+                    true
                 }
                 Err(e) => return Err(LandingError::io("renaming into", &target, e)),
-            }
+            };
+            dir_handle
+                .sync_all()
+                .map_err(|e| LandingError::io("fsyncing folder", &self.dir, e))?;
+            return Ok(Landed {
+                remote: std::mem::take(&mut self.remote),
+                id: self.id,
+                path: target,
+                bytes: self.written,
+                already_present,
+                sha256: self.sha256(),
+            });
         }
         let path = self.dir.join(&self.name);
         self.discard();
@@ -951,6 +1022,137 @@ fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
     }
 }
 
+/// Big files (from where they resume) are hashed on a thread of their own:
+/// on the engine's thread, which also decrypts, hashing a GiB would add its
+/// half second to the transfer instead of running beside it.
+const HASH_THREAD_MIN: u64 = 4 << 20;
+/// Buffers waiting for the hash thread at most (about 4 MiB): past that the
+/// writer waits, so a slow hash cannot grow memory.
+const HASH_QUEUE: usize = 16;
+
+/// A partial's SHA-256, in the writer's thread or on one of its own.
+enum Hashing {
+    Inline(Sha256),
+    Thread {
+        tx: Option<mpsc::SyncSender<Vec<u8>>>,
+        handle: Option<thread::JoinHandle<Sha256>>,
+    },
+}
+
+impl Hashing {
+    /// Continues `prefix` (what a resumed partial holds), on a thread if
+    /// `rest` bytes are still to come and a thread can be had.
+    fn start(prefix: Sha256, rest: u64) -> Hashing {
+        if rest < HASH_THREAD_MIN {
+            return Hashing::Inline(prefix);
+        }
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE);
+        let mut hasher = prefix.clone();
+        let spawned = thread::Builder::new().name("hash".into()).spawn(move || {
+            for buf in rx {
+                hasher.update(&buf);
+            }
+            hasher
+        });
+        match spawned {
+            Ok(handle) => Hashing::Thread {
+                tx: Some(tx),
+                handle: Some(handle),
+            },
+            Err(_) => Hashing::Inline(prefix),
+        }
+    }
+
+    fn update(&mut self, buf: Vec<u8>) {
+        match self {
+            Hashing::Inline(h) => h.update(&buf),
+            Hashing::Thread { tx, .. } => {
+                // A hash thread that is gone (it cannot panic on bytes)
+                // leaves the digest to `digest`, which then fails safe.
+                if let Some(t) = tx
+                    && t.send(buf).is_err()
+                {
+                    *tx = None;
+                }
+            }
+        }
+    }
+
+    /// The digest so far; a thread is joined and its hasher taken back.
+    fn digest(&mut self) -> [u8; 32] {
+        if let Hashing::Thread { tx, handle } = self {
+            drop(tx.take());
+            let joined = handle.take().map(thread::JoinHandle::join);
+            *self = match joined {
+                Some(Ok(h)) => Hashing::Inline(h),
+                // Never expected; a digest of nothing matches no remote hash
+                // of a non-empty file, and the ledger records what was
+                // computed: a wrong hash never lets a remote file go unseen.
+                _ => Hashing::Inline(Sha256::new_with_prefix(b"hash thread lost")),
+            };
+        }
+        match self {
+            Hashing::Inline(h) => h.clone().finalize().into(),
+            Hashing::Thread { .. } => [0; 32],
+        }
+    }
+}
+
+/// Feeds the first `len` bytes of `file` (read from its current offset)
+/// to `hasher`; returns how many there were.
+fn hash_prefix(file: &mut File, len: u64, hasher: &mut Sha256) -> io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    while done < len {
+        let want = usize::try_from(len - done)
+            .unwrap_or(buf.len())
+            .min(buf.len());
+        let n = read_full(file, &mut buf[..want])?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        done += n as u64;
+    }
+    Ok(done)
+}
+
+/// SHA-256 of a whole file, read in 1 MiB blocks.
+///
+/// # Errors
+/// Opening or reading `path` failed.
+pub fn sha256_file(path: &Path) -> io::Result<([u8; 32], u64)> {
+    let mut f = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let n = hash_prefix(&mut f, u64::MAX, &mut hasher)?;
+    Ok((hasher.finalize().into(), n))
+}
+
+/// Lower-case hex, as `sha256sum` prints a digest.
+pub fn hex_digest(digest: &[u8; 32]) -> String {
+    hex(digest)
+}
+
+/// The crash campaign's byte flip: with `V2X_FAULT_FLIP_BYTE=<remote path
+/// suffix>`, the first byte handed to the partial of the first remote file
+/// whose path ends so is flipped before it is hashed and written, as a bug
+/// in our reads or buffers would. Once per process.
+#[cfg(feature = "fault-injection")]
+fn flip_for_test(remote: &[u8], offset: u64, buf: &[u8]) -> Option<Vec<u8>> {
+    use std::sync::atomic::AtomicBool;
+    static DONE: AtomicBool = AtomicBool::new(false);
+    let want = std::env::var("V2X_FAULT_FLIP_BYTE").ok()?;
+    if offset != 0 || buf.is_empty() || !remote.ends_with(want.as_bytes()) {
+        return None;
+    }
+    if DONE.swap(true, Ordering::SeqCst) {
+        return None;
+    }
+    let mut out = buf.to_vec();
+    out[0] ^= 0x01;
+    Some(out)
+}
+
 fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
@@ -976,6 +1178,11 @@ fn start_writeback(file: &File) {
 
 /// Creates `dir` and any missing parents, fsyncing each parent that gained
 /// an entry, so a new folder survives a power cut together with its files.
+///
+/// # Errors
+/// [`LandingError::DiskFull`] or [`LandingError::Io`] naming the folder
+/// that could not be created or fsynced (a path component that is a file,
+/// permission denied, disk full).
 pub fn create_dir_durably(dir: &Path) -> Result<(), LandingError> {
     if dir.is_dir() {
         return Ok(());
@@ -997,6 +1204,9 @@ pub fn create_dir_durably(dir: &Path) -> Result<(), LandingError> {
 }
 
 /// Bytes an unprivileged writer may still use on the filesystem of `path`.
+///
+/// # Errors
+/// `statvfs(2)` fails: `path` does not exist or cannot be reached.
 pub fn free_bytes(path: &Path) -> io::Result<u64> {
     let st = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
     Ok(st.blocks_available().saturating_mul(st.fragment_size()))
@@ -1399,6 +1609,46 @@ mod tests {
     }
 
     #[test]
+    fn the_hash_covers_every_byte_landed_a_resumed_prefix_and_direct_writes_included() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        // Big enough for direct writes, resumed at an unaligned offset.
+        let data: Vec<u8> = (0..(DIRECT_MIN as usize + 5000))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let id = Identity {
+            size: data.len() as u64,
+            mtime: 9,
+        };
+        let mut p = Lander::new().open(dir, os("h"), b"/r/h", id).unwrap();
+        // Only whole direct blocks reach the disk before the cut.
+        p.write(&data[..2 * DIRECT_BUF + 12_345]).unwrap();
+        drop(p); // interrupted
+        let mut p = Lander::new().open(dir, os("h"), b"/r/h", id).unwrap();
+        let resumed = p.offset() as usize;
+        assert_eq!(resumed, 2 * DIRECT_BUF);
+        for chunk in data[resumed..].chunks(70_000) {
+            p.write(chunk).unwrap();
+        }
+        let landed = p.commit().unwrap();
+        let want: [u8; 32] = Sha256::digest(&data).into();
+        assert_eq!(landed.sha256(), want);
+        assert_eq!(
+            sha256_file(landed.path()).unwrap(),
+            (want, data.len() as u64)
+        );
+        assert_eq!(
+            hex_digest(&want),
+            hex(&want),
+            "the ledger's hex is sha256sum's"
+        );
+        // An identical file already there: the same hash, already present.
+        let again = land(&mut Lander::new(), dir, "h", &data, 9);
+        let again = again.unwrap();
+        assert!(again.already_present() || again.path() != landed.path());
+    }
+
+    #[test]
     fn short_file_is_not_landed() {
         let tmp = tempfile::tempdir().unwrap();
         let mut p = Lander::new()
@@ -1440,6 +1690,11 @@ mod tests {
             .unwrap_or_else(|e| panic!("not done within {limit:?} ({e}; a panic is shown above)"))
     }
 
+    /// Lets a `die*` commit go: until then it waits, so what the test
+    /// submits after it is queued behind it, not committed inline because
+    /// the worker is already gone.
+    static DIE_NOW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
     /// Panics for files named `panic*`, dies for good for `die*` (its panic
     /// payload panics again when the worker drops it), commits the others.
     fn faulty_commit(p: Partial) -> Result<Landed, LandingError> {
@@ -1454,6 +1709,12 @@ mod tests {
             panic!("injected panic in {name}");
         }
         if name.starts_with("die") {
+            let t0 = std::time::Instant::now();
+            while !DIE_NOW.load(std::sync::atomic::Ordering::SeqCst)
+                && t0.elapsed() < Duration::from_secs(5)
+            {
+                thread::sleep(Duration::from_millis(1));
+            }
             std::panic::panic_any(Bomb);
         }
         if name.starts_with("slow") {
@@ -1499,6 +1760,7 @@ mod tests {
             let mut pool = CommitPool::with_commit(1, Duration::from_millis(50), faulty_commit);
             pool.submit(7, ready(&dir, "die.csv", b"d"));
             pool.submit(8, ready(&dir, "queued.csv", b"q"));
+            DIE_NOW.store(true, std::sync::atomic::Ordering::SeqCst);
             let t0 = std::time::Instant::now();
             let out: Vec<_> = std::iter::from_fn(|| pool.wait_done()).collect();
             assert_eq!(pool.pending(), 0);

@@ -167,8 +167,12 @@ mod tests {
             last_success: last,
             rtt_ms: None,
             stopped_by: None,
+            recorded: 0,
+            verification: None,
         };
         RunReport {
+            pass: String::new(),
+            ledger: Vec::new(),
             started: 1_700_000_000,
             seconds: 3.0,
             config: "/c".into(),

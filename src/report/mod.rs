@@ -89,10 +89,26 @@ pub struct IntersectionReport {
     /// `errors`), for scripts and alert rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_by: Option<String>,
+    /// Ledger records this pass wrote for the intersection (files landed
+    /// and removed, or about to be; a file already recorded by a crashed
+    /// pass is not recorded again).
+    #[serde(default)]
+    pub recorded: u64,
+    /// How files were checked before their remote copies went on the last
+    /// connection: `sha256` or `size` (see `transfer.verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
+    /// The pass's id, as its ledger records name it (`pass`).
+    #[serde(default)]
+    pub pass: String,
+    /// The ledger's day files that hold this pass's records, relative to
+    /// the state directory: `ledger --pass last` reads these.
+    #[serde(default)]
+    pub ledger: Vec<String>,
     /// Unix seconds.
     pub started: u64,
     pub seconds: f64,
@@ -250,6 +266,13 @@ pub fn state_path(state_directory: &Path) -> PathBuf {
     state_directory.join(STATE_FILE)
 }
 
+/// The last pass's report, for `status` and for carrying `last_success`
+/// over to the next one.
+///
+/// # Errors
+/// [`StateError::Missing`] when no pass has written one yet;
+/// [`StateError::Read`] when it cannot be read; [`StateError::Parse`] when
+/// it is not a report (damaged, or from an incompatible version).
 pub fn read(state_directory: &Path) -> Result<RunReport, StateError> {
     let path = state_path(state_directory);
     let text = match fs::read_to_string(&path) {
@@ -365,6 +388,18 @@ pub fn render_table(
 mod tests {
     use super::*;
 
+    /// A one-second pass started at `started` of config `/c`.
+    fn report(started: u64, intersections: Vec<IntersectionReport>) -> RunReport {
+        RunReport {
+            pass: String::new(),
+            ledger: Vec::new(),
+            started,
+            seconds: 1.0,
+            config: "/c".into(),
+            intersections,
+        }
+    }
+
     fn ix(name: &str, outcome: Outcome, last: Option<u64>) -> IntersectionReport {
         IntersectionReport {
             name: name.into(),
@@ -381,32 +416,30 @@ mod tests {
             last_success: last,
             rtt_ms: None,
             stopped_by: None,
+            recorded: 0,
+            verification: None,
         }
     }
 
     #[test]
     fn round_trips_and_inherits_last_success() {
         let tmp = tempfile::tempdir().unwrap();
-        let first = RunReport {
-            started: 10,
-            seconds: 1.0,
-            config: "/c".into(),
-            intersections: vec![
+        let first = report(
+            10,
+            vec![
                 ix("a", Outcome::Ok, Some(10)),
                 ix("b", Outcome::Ok, Some(10)),
             ],
-        };
+        );
         write(tmp.path(), &first).unwrap();
         assert_eq!(read(tmp.path()).unwrap(), first);
-        let mut second = RunReport {
-            started: 20,
-            seconds: 1.0,
-            config: "/c".into(),
-            intersections: vec![
+        let mut second = report(
+            20,
+            vec![
                 ix("a", Outcome::Failed, None),
                 ix("b", Outcome::Ok, Some(20)),
             ],
-        };
+        );
         second.inherit_last_success(&first);
         assert_eq!(second.intersections[0].last_success, Some(10));
         assert_eq!(second.intersections[1].last_success, Some(20));
@@ -433,16 +466,11 @@ mod tests {
 
     #[test]
     fn status_is_ok_only_when_all_succeeded_recently() {
-        let report = RunReport {
-            started: 100,
-            seconds: 1.0,
-            config: "/c".into(),
-            intersections: vec![ix("a", Outcome::Ok, Some(100))],
-        };
+        let last = report(100, vec![ix("a", Outcome::Ok, Some(100))]);
         let names = vec!["a".to_string()];
-        let rows = status_rows(Some(&report), &names, Duration::from_secs(60), 130);
+        let rows = status_rows(Some(&last), &names, Duration::from_secs(60), 130);
         assert!(status_ok(&rows));
-        let rows = status_rows(Some(&report), &names, Duration::from_secs(60), 161);
+        let rows = status_rows(Some(&last), &names, Duration::from_secs(60), 161);
         assert!(!status_ok(&rows));
         assert!(!status_ok(&status_rows(
             None,
@@ -454,22 +482,15 @@ mod tests {
 
     #[test]
     fn keep_unselected_keeps_other_intersections_in_config_order() {
-        let previous = RunReport {
-            started: 10,
-            seconds: 1.0,
-            config: "/c".into(),
-            intersections: vec![
+        let previous = report(
+            10,
+            vec![
                 ix("a", Outcome::Ok, Some(10)),
                 ix("b", Outcome::Ok, Some(10)),
                 ix("gone", Outcome::Ok, Some(10)),
             ],
-        };
-        let mut only_b = RunReport {
-            started: 20,
-            seconds: 1.0,
-            config: "/c".into(),
-            intersections: vec![ix("b", Outcome::Ok, Some(20))],
-        };
+        );
+        let mut only_b = report(20, vec![ix("b", Outcome::Ok, Some(20))]);
         let configured = vec!["a".to_string(), "b".to_string()];
         only_b.keep_unselected(&previous, &configured);
         let names: Vec<_> = only_b

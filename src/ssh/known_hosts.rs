@@ -155,6 +155,10 @@ impl KnownHosts {
     /// Bytes that are not UTF-8 (a Latin-1 comment, say) are replaced rather
     /// than failing the whole file, so one odd comment cannot take every
     /// intersection down; a line they damage is skipped with a warning.
+    ///
+    /// # Errors
+    /// [`KnownHostsError::Io`] when the file cannot be read (missing, not
+    /// readable by the service user, a folder). Its content never fails.
     pub fn load(path: &Path) -> Result<(KnownHosts, Vec<String>), KnownHostsError> {
         let bytes = std::fs::read(path).map_err(|source| KnownHostsError::Io {
             path: path.to_path_buf(),

@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use ssh2::{HostKeyType, MethodType, Session};
 
-use crate::config::{Auth, Intersection, Transfer};
+use crate::common::credentials::CredentialError;
+use crate::config::{Auth, Intersection, SecretSource, Transfer};
 use crate::error::Disposition;
 use crate::ssh::algorithms::{self, Negotiated};
 use crate::ssh::known_hosts::{self, KnownHosts, Verdict};
@@ -55,6 +56,9 @@ pub enum RemoteError {
     },
     #[error("cannot read {path}: {source} (check its owner and mode)")]
     SecretFile { path: PathBuf, source: io::Error },
+    /// A `*_credential` the unit does not hand to this process.
+    #[error("{0}")]
+    Credential(CredentialError),
     /// The server answered a request about `path` with an error status.
     #[error("SFTP {op} {path:?}: {detail}")]
     Refused {
@@ -88,9 +92,10 @@ impl RemoteError {
             | RemoteError::Connect { .. }
             | RemoteError::Handshake { .. }
             | RemoteError::Session(_) => Disposition::Reconnect,
-            RemoteError::HostKey(_) | RemoteError::Auth { .. } | RemoteError::SecretFile { .. } => {
-                Disposition::StopIntersection
-            }
+            RemoteError::HostKey(_)
+            | RemoteError::Auth { .. }
+            | RemoteError::SecretFile { .. }
+            | RemoteError::Credential(_) => Disposition::StopIntersection,
             // The server answered about this path: the session is fine, the file is not.
             RemoteError::Refused { .. } => Disposition::SkipFile,
         }
@@ -103,7 +108,7 @@ impl RemoteError {
             RemoteError::Handshake { .. } | RemoteError::Session(_) => "connection",
             RemoteError::HostKey(_) => "host-key",
             RemoteError::Auth { .. } => "authentication",
-            RemoteError::SecretFile { .. } => "credentials",
+            RemoteError::SecretFile { .. } | RemoteError::Credential(_) => "credentials",
             RemoteError::Refused { .. } => "refused",
         }
     }
@@ -177,6 +182,16 @@ impl Interrupter {
 /// Connects, checks the host key, authenticates and opens SFTP, with SSH
 /// compression as the intersection's `compression` says (off when unset;
 /// see [`connect_adaptive`]).
+///
+/// # Errors
+/// [`RemoteError::Resolve`] or [`RemoteError::Connect`] when the host
+/// cannot be found or reached within `connect_timeout`;
+/// [`RemoteError::Handshake`] when SSH negotiation fails;
+/// [`RemoteError::HostKey`] when the key is unknown to `known` or has
+/// changed; [`RemoteError::SecretFile`] when a password, key or passphrase
+/// file cannot be read; [`RemoteError::Auth`] when the server refuses the
+/// credentials; [`RemoteError::Session`] when the SFTP channel cannot be
+/// opened.
 pub fn connect(
     ix: &Intersection,
     known: &KnownHosts,
@@ -199,6 +214,10 @@ pub fn connect(
 /// round trips on the new session check it ([`Remote::round_trip`]), and if
 /// the two disagree the session is reopened once the other way. Returns the
 /// round trip the decision used: the shortest measured for this address.
+///
+/// # Errors
+/// As [`connect`], for whichever session is kept; also
+/// [`RemoteError::Session`] when the checking request fails.
 pub fn connect_adaptive(
     ix: &Intersection,
     known: &KnownHosts,
@@ -445,6 +464,12 @@ const PREFERRED_HOST_KEY_ALGORITHMS: &str = "ssh-ed25519,ecdsa-sha2-nistp256,ecd
 /// more (reinstalled with other keys) fails that handshake; it is then asked
 /// again without the restriction, so the caller sees the new key and can
 /// call it changed instead of "handshake failed".
+///
+/// # Errors
+/// [`RemoteError::Resolve`] or [`RemoteError::Connect`] when the host
+/// cannot be found or reached; [`RemoteError::Handshake`] when even the
+/// unrestricted handshake fails; [`RemoteError::HostKey`] when the server
+/// presents no key libssh2 can read.
 pub fn fetch_host_key(
     ix: &Intersection,
     known_types: &[String],
@@ -588,26 +613,25 @@ fn authenticate(session: &Session, ix: &Intersection, display: &str) -> Result<(
     // libssh2 messages name the method, never the secret.
     let result = match &ix.auth {
         Auth::Password(secret) => session.userauth_password(&ix.username, secret.expose()),
-        Auth::PasswordFile(path) => {
-            let password = read_secret_file(path)?;
+        Auth::PasswordFrom(source) => {
+            let password = read_secret_file(&secret_path(source)?)?;
             session.userauth_password(&ix.username, &password)
         }
-        Auth::PrivateKey {
-            path,
-            passphrase_file,
-        } => {
-            let passphrase = passphrase_file
-                .as_deref()
-                .map(read_secret_file)
+        Auth::PrivateKey { key, passphrase } => {
+            // The key first: its credential is the one to name when none is there.
+            let path = secret_path(key)?;
+            let passphrase = passphrase
+                .as_ref()
+                .map(|p| read_secret_file(&secret_path(p)?))
                 .transpose()?;
             // libssh2 opens the key itself, and would block on a FIFO.
-            crate::common::secret::open_secret_file(path).map_err(|source| {
+            crate::common::secret::open_secret_file(&path).map_err(|source| {
                 RemoteError::SecretFile {
                     path: path.clone(),
                     source,
                 }
             })?;
-            session.userauth_pubkey_file(&ix.username, None, path, passphrase.as_deref())
+            session.userauth_pubkey_file(&ix.username, None, &path, passphrase.as_deref())
         }
     };
     result.map_err(|e| auth_err(e.message().to_string()))?;
@@ -615,6 +639,13 @@ fn authenticate(session: &Session, ix: &Intersection, display: &str) -> Result<(
         return Err(auth_err("the server did not accept the credentials".into()));
     }
     Ok(())
+}
+
+/// The file a secret is read from; a credential this process cannot see
+/// (no `$CREDENTIALS_DIRECTORY`, or the unit does not load it) stops the
+/// intersection with what to add to the unit.
+fn secret_path(source: &SecretSource) -> Result<PathBuf, RemoteError> {
+    source.path().map_err(RemoteError::Credential)
 }
 
 /// A password or passphrase file's first line, without its line ending.
@@ -626,6 +657,11 @@ fn read_secret_file(path: &Path) -> Result<String, RemoteError> {
 }
 
 impl Remote {
+    /// A handle that can shut this session's socket from another thread,
+    /// as the pass's watchdog does at the deadline or on SIGTERM.
+    ///
+    /// # Errors
+    /// The socket cannot be duplicated (out of file descriptors).
     pub fn interrupter(&self) -> io::Result<Interrupter> {
         Ok(Interrupter(self.socket.try_clone()?))
     }
@@ -645,6 +681,10 @@ impl Remote {
     /// 25 ms, a relayed 20 ms each way takes 40). One answer delayed by a
     /// busy server does not make a fast link slow, and a slow link pays one
     /// round trip, not three.
+    ///
+    /// # Errors
+    /// [`RemoteError::Session`] when the channel breaks or the answer is
+    /// malformed; a refusal of the lstat still measures the round trip.
     pub fn round_trip(&mut self) -> Result<Duration, RemoteError> {
         let mut best = Duration::MAX;
         for _ in 0..3 {
@@ -673,6 +713,11 @@ impl Remote {
     /// Every entry of `dir` but `.` and `..`, with lstat attributes (OpenSSH's
     /// sftp-server does not follow symlinks in READDIR). One request at a
     /// time: for tools, not for the pass.
+    ///
+    /// # Errors
+    /// [`RemoteError::Refused`] when the server will not open or read `dir`
+    /// (missing, not a folder, permission denied); [`RemoteError::Session`]
+    /// when the channel breaks or an answer is malformed.
     pub fn list(&mut self, dir: &Path) -> Result<Vec<Entry>, RemoteError> {
         let id = self.sftp.send_opendir(dir.as_os_str().as_bytes());
         let handle = match self.sftp.call(id)? {

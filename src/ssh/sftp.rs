@@ -21,10 +21,13 @@
 //! the length prefix frames every packet, so they cannot desynchronise the
 //! stream, and some servers pad or add fields we do not read.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 
 use ssh2::{Channel, Session};
+
+use crate::ssh::exec::{HashBatch, HashError, Tool};
 
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod scripted;
@@ -155,10 +158,30 @@ pub struct SftpChannel {
     out: Vec<u8>,
     /// Requests sent and not yet answered.
     outstanding: usize,
+    /// The session, for the exec channels that hash files remotely.
+    session: Session,
+    /// What hashes files remotely, once probed ([`crate::ssh::exec`]).
+    hasher: Option<Tool>,
+    /// Hash batches by number.
+    batches: HashMap<u32, HashBatch>,
+    /// Their numbers in the order they were started.
+    batch_order: Vec<u32>,
+    next_batch: u32,
 }
+
+/// Exec channels open at once beside the SFTP one: OpenSSH allows ten
+/// sessions per connection (`MaxSessions`), and two batches already cover
+/// every file the engine has open.
+const MAX_HASH_CHANNELS: usize = 4;
 
 impl SftpChannel {
     /// Opens the `sftp` subsystem and negotiates version 3.
+    ///
+    /// # Errors
+    /// [`SftpError::Channel`] when libssh2 cannot open the channel or the
+    /// server refuses the subsystem; [`SftpError::Io`] when the connection
+    /// fails or the server closes the channel before its VERSION;
+    /// [`SftpError::Protocol`] when its first answer is not a VERSION.
     pub fn start(session: &Session) -> Result<SftpChannel, SftpError> {
         let mut channel = session.channel_open("session", WINDOW, 32_768, None)?;
         channel.subsystem("sftp")?;
@@ -167,6 +190,11 @@ impl SftpChannel {
             next_id: 1,
             out: Vec::with_capacity(64 << 10),
             outstanding: 0,
+            session: session.clone(),
+            hasher: None,
+            batches: HashMap::new(),
+            batch_order: Vec::new(),
+            next_batch: 1,
         };
         // INIT carries a version, not an id.
         me.out.extend_from_slice(&5u32.to_be_bytes());
@@ -260,6 +288,10 @@ impl SftpChannel {
     }
 
     /// Sends every queued request.
+    ///
+    /// # Errors
+    /// [`SftpError::Io`] when the connection fails while writing (the
+    /// queued requests are then lost with it).
     pub fn flush(&mut self) -> Result<(), SftpError> {
         if !self.out.is_empty() {
             // No `Channel::flush` here: in libssh2 that *discards* received
@@ -271,6 +303,12 @@ impl SftpChannel {
     }
 
     /// Sends what is queued, then waits for the next response.
+    ///
+    /// # Errors
+    /// [`SftpError::Io`] when the connection fails, times out or the server
+    /// closes the channel; [`SftpError::Protocol`] when the answer is
+    /// malformed (an unknown type, a length out of range, fields that do not
+    /// fit its packet).
     pub fn recv(&mut self) -> Result<(u32, Response), SftpError> {
         self.flush()?;
         let answer = read_response(&mut self.channel).map_err(closed)?;
@@ -279,6 +317,10 @@ impl SftpChannel {
     }
 
     /// One request, waiting for its answer; only when nothing else is in flight.
+    ///
+    /// # Errors
+    /// As [`SftpChannel::recv`]. A `Status` answer, failure or not, is
+    /// returned as `Ok` for the caller to judge.
     pub fn call(&mut self, id: u32) -> Result<Response, SftpError> {
         loop {
             let (got, response) = self.recv()?;
@@ -286,6 +328,55 @@ impl SftpChannel {
                 return Ok(response);
             }
         }
+    }
+}
+
+impl SftpChannel {
+    /// Hashes remotely with `tool` from now on, whatever the probe found
+    /// (the tests run both tools over the same names).
+    pub fn hash_with(&mut self, tool: Tool) {
+        self.hasher = Some(tool);
+    }
+
+    fn hash_start(&mut self, paths: &[&[u8]]) -> Result<u32, HashError> {
+        // Queued SFTP requests go first: they are what the night waits on.
+        self.flush()?;
+        // The oldest still-open batches are read to their end (their
+        // results stay) so their channels close first.
+        let mut open: Vec<u32> = self
+            .batch_order
+            .iter()
+            .copied()
+            .filter(|b| self.batches.get(b).is_some_and(HashBatch::open))
+            .collect();
+        while open.len() >= MAX_HASH_CHANNELS {
+            let oldest = open.remove(0);
+            if let Some(b) = self.batches.get_mut(&oldest) {
+                b.finish()?;
+            }
+        }
+        let tool = self.hasher.unwrap_or(Tool::Sha256sum);
+        let batch = HashBatch::start(&self.session, tool, paths)?;
+        let n = self.next_batch;
+        self.next_batch = self.next_batch.wrapping_add(1);
+        self.batches.insert(n, batch);
+        self.batch_order.push(n);
+        Ok(n)
+    }
+
+    fn hash_of(&mut self, batch: u32, path: &[u8]) -> Result<[u8; 32], HashError> {
+        self.flush()?;
+        match self.batches.get_mut(&batch) {
+            Some(b) => b.hash_of(path),
+            None => Err(HashError::Unavailable(format!(
+                "no hash batch {batch} (a bug, please report it)"
+            ))),
+        }
+    }
+
+    fn hash_end(&mut self, batch: u32) {
+        self.batches.remove(&batch);
+        self.batch_order.retain(|&b| b != batch);
     }
 }
 
@@ -308,6 +399,25 @@ pub trait Wire {
     fn recv(&mut self) -> Result<(u32, Response), SftpError>;
     /// Requests sent and not yet answered.
     fn outstanding(&self) -> usize;
+    /// Whether the server hashes files for us (see [`crate::ssh::exec`]);
+    /// `Err` says why not. Asked once per connection.
+    ///
+    /// # Errors
+    /// Why the account cannot hash files, for the log.
+    fn hash_probe(&mut self) -> Result<(), String>;
+    /// Starts hashing `paths` (full remote paths) on the server; the batch's
+    /// number comes back.
+    ///
+    /// # Errors
+    /// The exec was refused, or the session broke.
+    fn hash_start(&mut self, paths: &[&[u8]]) -> Result<u32, HashError>;
+    /// The server's SHA-256 of `path`, one of batch `batch`'s.
+    ///
+    /// # Errors
+    /// The server did not hash that file, or the session broke.
+    fn hash_of(&mut self, batch: u32, path: &[u8]) -> Result<[u8; 32], HashError>;
+    /// Nothing more is wanted of batch `batch`.
+    fn hash_end(&mut self, batch: u32);
 }
 
 impl Wire for SftpChannel {
@@ -341,6 +451,22 @@ impl Wire for SftpChannel {
     fn outstanding(&self) -> usize {
         SftpChannel::outstanding(self)
     }
+    fn hash_probe(&mut self) -> Result<(), String> {
+        self.flush().map_err(|e| e.to_string())?;
+        let tool = crate::ssh::exec::probe(&self.session)?;
+        tracing::debug!(command = tool.command(), "the coprocessor hashes files");
+        self.hasher = Some(tool);
+        Ok(())
+    }
+    fn hash_start(&mut self, paths: &[&[u8]]) -> Result<u32, HashError> {
+        SftpChannel::hash_start(self, paths)
+    }
+    fn hash_of(&mut self, batch: u32, path: &[u8]) -> Result<[u8; 32], HashError> {
+        SftpChannel::hash_of(self, batch, path)
+    }
+    fn hash_end(&mut self, batch: u32) {
+        SftpChannel::hash_end(self, batch);
+    }
 }
 
 /// Parses one whole answer packet: length, type, request id, body, and
@@ -353,6 +479,10 @@ impl Wire for SftpChannel {
 /// errors are pinned by this module's tests; the three that say "SFTP packet
 /// truncated" or "followed by ... stray bytes" come only from here, where a
 /// slice rather than a stream delimits the packet.
+///
+/// # Errors
+/// [`SftpError::Protocol`] for a packet that is truncated, of a length out
+/// of range, malformed, or followed by stray bytes.
 pub fn parse_packet(packet: &[u8]) -> Result<(u32, Response), SftpError> {
     let Some((prefix, rest)) = packet.split_first_chunk::<4>() else {
         return Err(protocol(format!(

@@ -74,6 +74,11 @@ pub fn main(args: &[OsString]) -> i32 {
 /// Reads the config at `config_path` and writes the drop-ins under
 /// `normal_dir`. Returns a one-line summary of what was written, or why
 /// nothing was.
+///
+/// # Errors
+/// A one-line reason, for the journal: the config does not load (with its
+/// errors), or a drop-in folder or file cannot be written. The timer then
+/// keeps its shipped schedule.
 pub fn generate(config_path: &Path, normal_dir: &Path) -> Result<String, String> {
     let loaded = match config::load(config_path) {
         Ok(loaded) => loaded,

@@ -52,6 +52,11 @@ pub enum LockError {
 /// its [`LockError::Busy`] message. When run as root and the file is new, it
 /// is given the state directory's owner, so a manual root run never leaves a
 /// lock file the service user cannot open.
+///
+/// # Errors
+/// [`LockError::Busy`] when another process holds the lock;
+/// [`LockError::Io`] when the state directory or the lock file cannot be
+/// created, opened or locked.
 pub fn lock_instance(state_directory: &Path) -> Result<InstanceLock, LockError> {
     let path = state_directory.join(LOCK_FILE_NAME);
     let io_err = |source| LockError::Io {

@@ -29,6 +29,10 @@ pub struct Signals {
 type HardStop = Arc<Mutex<Option<Box<dyn Fn() + Send + Sync>>>>;
 
 /// Installs the SIGTERM/SIGINT handlers described on [`Signals`].
+///
+/// # Errors
+/// The handlers cannot be registered (the self-pipe signal-hook needs
+/// cannot be made) or the signal thread cannot be started.
 pub fn install_signal_handlers() -> io::Result<Signals> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let cancel = Arc::new(AtomicBool::new(false));

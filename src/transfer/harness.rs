@@ -8,6 +8,7 @@ use crate::common::secret::Secret;
 use crate::config::{Auth, Config, DEFAULT_ELEMENTS, DEFAULT_STALE_AFTER, Intersection, Transfer};
 use crate::error::Disposition;
 use crate::landing::Lander;
+use crate::ledger::Ledger;
 use crate::report::IntersectionReport;
 use crate::report::progress::Progress;
 use crate::transfer::Control;
@@ -25,6 +26,10 @@ pub struct Harness {
     pub control: Control,
     /// Kept across runs, as a pass keeps it across reconnects.
     pub lander: Lander,
+    /// Under the state directory, as a pass opens it.
+    pub ledger: Ledger,
+    /// The pass id records get; a test may change it between runs.
+    pub pass: String,
 }
 
 /// How a run ended: `Ok`, or the stop's text.
@@ -69,11 +74,15 @@ impl Harness {
             stale_after: DEFAULT_STALE_AFTER,
             metrics_textfile: None,
         };
+        let ledger = Ledger::open(&config.state_directory)
+            .unwrap_or_else(|e| panic!("the ledger of a test: {e}"));
         Harness {
             dir,
             config,
             control: Control::new(),
             lander: Lander::new(),
+            ledger,
+            pass: "test-pass-1".into(),
         }
     }
 
@@ -97,6 +106,8 @@ impl Harness {
             control: &self.control,
             progress: &progress,
             data_root: &data_root,
+            ledger: &self.ledger,
+            pass: &self.pass,
         };
         let result = Engine::new(&ctx, server, &mut self.lander, &mut report)
             .run()

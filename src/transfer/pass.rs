@@ -32,6 +32,7 @@ use crate::common::fault;
 use crate::config::{Config, Intersection};
 use crate::error::panic_message;
 use crate::landing::{self, Lander};
+use crate::ledger::Ledger;
 use crate::report::progress::Progress;
 use crate::report::{IntersectionReport, Outcome, RunReport};
 use crate::ssh::known_hosts::KnownHosts;
@@ -53,6 +54,33 @@ pub fn run(
         patches = crate::ssh::sftp::linked_libssh2_patches(),
         "linked libssh2"
     );
+    let pass = pass_id(started);
+    // No ledger, no deletes: every intersection fails with its data kept.
+    let ledger = match Ledger::open(&config.state_directory) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("{e}");
+            return RunReport {
+                pass,
+                ledger: Vec::new(),
+                started,
+                seconds: clock.elapsed().as_secs_f64(),
+                config: config.source.clone(),
+                intersections: intersections
+                    .iter()
+                    .map(|ix| {
+                        let mut r = IntersectionReport::failed(ix, &e.to_string());
+                        r.stopped_by = Some("ledger".into());
+                        r
+                    })
+                    .collect(),
+            };
+        }
+    };
+    let shared = Shared {
+        ledger: &ledger,
+        pass: &pass,
+    };
     let progress = Progress {
         intersections_total: intersections.len(),
         ..Progress::default()
@@ -72,7 +100,7 @@ pub fn run(
                     let Some(ix) = intersections.get(i) else {
                         break;
                     };
-                    let report = run_guarded(config, known, ix, control, &progress);
+                    let report = run_guarded(config, known, ix, control, &progress, &shared);
                     progress.intersections_done.fetch_add(1, Ordering::SeqCst);
                     (control.on_progress)(&progress);
                     if let Ok(mut r) = results.lock() {
@@ -94,11 +122,32 @@ pub fn run(
         })
         .collect();
     RunReport {
+        ledger: ledger.files_written(),
+        pass,
         started,
         seconds: clock.elapsed().as_secs_f64(),
         config: config.source.clone(),
         intersections,
     }
+}
+
+/// What every intersection of one pass shares.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    ledger: &'a Ledger,
+    pass: &'a str,
+}
+
+/// A pass's id: its start in UTC and the process id, unique since passes
+/// never overlap (the single-instance lock) and readable in a ledger line.
+pub fn pass_id(started: u64) -> String {
+    let t = crate::common::clock::utc(started);
+    format!(
+        "{}T{}Z-{}",
+        &t[..10],
+        t[11..].replace(':', ""),
+        std::process::id()
+    )
 }
 
 impl IntersectionReport {
@@ -118,6 +167,8 @@ impl IntersectionReport {
             last_success: None,
             rtt_ms: None,
             stopped_by: None,
+            recorded: 0,
+            verification: None,
         }
     }
 
@@ -140,13 +191,14 @@ fn run_guarded(
     ix: &Intersection,
     control: &Control,
     progress: &Progress,
+    shared: &Shared<'_>,
 ) -> IntersectionReport {
     fault::Tag::set(&ix.name);
     // Every record of this intersection, from this thread, its commit
     // threads and its watchdog, carries INTERSECTION= in the journal.
     let span = info_span!("intersection", intersection = %ix.name);
     let _entered = span.enter();
-    let mut run = IntersectionRun::new(config, known, ix, control, progress);
+    let mut run = IntersectionRun::new(config, known, ix, control, progress, *shared);
     // Unwind safety: after a panic only the report is used, plain data
     // that is whole between any two statements.
     if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run.run())) {
@@ -166,6 +218,7 @@ struct IntersectionRun<'a> {
     ix: &'a Intersection,
     control: &'a Control,
     progress: &'a Progress,
+    shared: Shared<'a>,
     report: IntersectionReport,
     lander: Lander,
     data_root: PathBuf,
@@ -180,6 +233,7 @@ impl<'a> IntersectionRun<'a> {
         ix: &'a Intersection,
         control: &'a Control,
         progress: &'a Progress,
+        shared: Shared<'a>,
     ) -> Self {
         IntersectionRun {
             config,
@@ -187,6 +241,7 @@ impl<'a> IntersectionRun<'a> {
             ix,
             control,
             progress,
+            shared,
             report: IntersectionReport::new(ix),
             lander: Lander::new(),
             data_root: config.data_directory.join(&ix.name),
@@ -312,6 +367,8 @@ impl<'a> IntersectionRun<'a> {
             control: self.control,
             progress: self.progress,
             data_root: &self.data_root,
+            ledger: self.shared.ledger,
+            pass: self.shared.pass,
         };
         // Skipped entries are listed again on a reconnect; report them once.
         let skipped_before = self.report.skipped.len();

@@ -19,9 +19,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
 use std::time::Instant;
 
+use crate::common::scoped::each_intersection;
 use crate::config::{Config, Intersection};
 use crate::ssh::known_hosts::KnownHosts;
 use crate::ssh::session::{self, Entry, Kind, Remote};
@@ -87,31 +87,18 @@ pub fn plan_all(
     intersections: &[Intersection],
     cancel: &Arc<AtomicBool>,
 ) -> Vec<Plan> {
-    let mut plans = Vec::with_capacity(intersections.len());
-    let workers = config.transfer.parallel_intersections.max(1);
-    for chunk in intersections.chunks(workers) {
-        thread::scope(|scope| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|ix| {
-                    scope.spawn(move || {
-                        let _span =
-                            tracing::info_span!("intersection", intersection = %ix.name).entered();
-                        plan(config, known, ix, cancel)
-                    })
-                })
-                .collect();
-            for (h, ix) in handles.into_iter().zip(chunk) {
-                plans.push(h.join().unwrap_or_else(|_| Plan {
-                    name: ix.name.clone(),
-                    host: ix.host.clone(),
-                    items: Vec::new(),
-                    errors: vec!["the dry run of this intersection panicked (a bug)".into()],
-                }));
-            }
-        });
-    }
-    plans
+    each_intersection(
+        intersections,
+        config.transfer.parallel_intersections,
+        |ix| &ix.name,
+        |ix| plan(config, known, ix, cancel),
+        |ix| Plan {
+            name: ix.name.clone(),
+            host: ix.host.clone(),
+            items: Vec::new(),
+            errors: vec!["the dry run of this intersection panicked (a bug)".into()],
+        },
+    )
 }
 
 fn plan(config: &Config, known: &KnownHosts, ix: &Intersection, cancel: &AtomicBool) -> Plan {

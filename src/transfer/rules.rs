@@ -13,6 +13,11 @@ pub const MAX_DEPTH: usize = 8;
 /// The one rule, shared by `run` and `run --dry-run`, for what may be
 /// taken from a listing: a plain file or a folder within [`MAX_DEPTH`].
 /// Anything else is left where it is, for the reason returned.
+///
+/// # Errors
+/// The reason an entry is left alone, as the report and the dry run show
+/// it: a name that is not plain, a symlink, a device, FIFO or socket, or a
+/// folder deeper than [`MAX_DEPTH`].
 pub fn entry_rule(name: &OsStr, kind: Kind, depth: usize) -> Result<(), String> {
     if !is_plain_name(name) {
         return Err("not a plain file name (empty, dot, hidden, too long, or with control characters); left alone".into());

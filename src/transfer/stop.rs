@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::common::text::human_bytes;
 use crate::error::Disposition;
 use crate::landing::LandingError;
+use crate::ledger::LedgerError;
 use crate::ssh::session::RemoteError;
 use crate::ssh::sftp::SftpError;
 
@@ -93,6 +94,17 @@ pub enum Cause {
         attempts: u32,
         retries: u32,
     },
+    /// `transfer.verify = "sha256"` and the account cannot hash files.
+    #[error(
+        "transfer.verify is \"sha256\" but the coprocessor account cannot hash files \
+         (openssl dgst -sha256 or sha256sum): {0}; nothing was transferred or removed. Let \
+         the account run commands, or set transfer.verify = \"auto\" to check sizes only \
+         where hashing is not possible"
+    )]
+    VerifyUnavailable(String),
+    /// The ledger could not be written: nothing more may be removed.
+    #[error(transparent)]
+    Ledger(LedgerError),
     /// A bug; see [`crate::error`].
     #[error("internal error (a bug, please report it): {0}")]
     Panic(String),
@@ -114,6 +126,8 @@ impl Cause {
             }
             Cause::DiskSpace { .. } | Cause::FreeSpaceUnknown { .. } => "disk-space",
             Cause::GaveUp { last, .. } => last.kind(),
+            Cause::VerifyUnavailable(_) => "verify",
+            Cause::Ledger(_) => "ledger",
             Cause::Panic(_) => "internal",
         }
     }

@@ -18,6 +18,10 @@ pub enum TestAuth {
     Password(String),
     PasswordFile(PathBuf),
     Key(PathBuf, Option<PathBuf>),
+    /// `password_credential = NAME`.
+    PasswordCredential(String),
+    /// `private_key_credential = NAME`, `passphrase_credential = NAME`.
+    KeyCredential(String, Option<String>),
 }
 
 /// One `[[intersections]]` table.
@@ -114,6 +118,17 @@ impl Client {
         self
     }
 
+    /// Points every site straight at `sshd` again (a later pass without
+    /// the proxy a fault went through), trusting its host keys there.
+    pub fn bypass_proxies(&mut self, sshd: &Sshd) -> &mut Self {
+        for site in &mut self.sites {
+            site.host = sshd.host();
+            site.port = sshd.port();
+        }
+        self.known_hosts.push_str(&sshd.known_hosts_lines());
+        self
+    }
+
     /// Adds a site without trusting anything for it.
     pub fn add_untrusted(&mut self, site: Site) -> &mut Self {
         self.sites.push(site);
@@ -190,6 +205,15 @@ impl Client {
                         let _ = writeln!(s, "passphrase_file = {:?}", p.display().to_string());
                     }
                 }
+                TestAuth::PasswordCredential(name) => {
+                    let _ = writeln!(s, "password_credential = {name:?}");
+                }
+                TestAuth::KeyCredential(name, pass) => {
+                    let _ = writeln!(s, "private_key_credential = {name:?}");
+                    if let Some(p) = pass {
+                        let _ = writeln!(s, "passphrase_credential = {p:?}");
+                    }
+                }
             }
             let _ = writeln!(
                 s,
@@ -230,6 +254,27 @@ impl Client {
         let text =
             std::fs::read_to_string(self.state_dir().join("last-run.json")).expect("state file");
         serde_json::from_str(&text).expect("state JSON")
+    }
+
+    /// Every record of the ledger (`<state>/ledger/*.jsonl`), oldest day
+    /// first; a line that is not JSON fails the test.
+    pub fn ledger(&self) -> Vec<Value> {
+        let dir = self.state_dir().join("ledger");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .map(|l| l.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        let mut out = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).expect("ledger file");
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                out.push(
+                    serde_json::from_str(line)
+                        .unwrap_or_else(|e| panic!("{}: not a record: {e}: {line}", f.display())),
+                );
+            }
+        }
+        out
     }
 
     /// The state file's report for one intersection.

@@ -81,6 +81,11 @@ impl Stamp {
     }
 }
 
+/// Midnight UTC of `month`/`day` 2021, the year every fixture is dated in.
+pub fn stamp(month: u32, day: u32) -> Stamp {
+    Stamp::new(2021, month, day, 0, 0, 0)
+}
+
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);

@@ -16,7 +16,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::client::{Client, bin};
-use super::local::{landing_places, sha256_file, walk_all};
+use super::local::{holds_copy, landing_places, sha256_file, walk_all};
 use super::remote::ManifestEntry;
 use super::run_cmd;
 
@@ -286,12 +286,7 @@ pub fn tally_landed(data_dir: &Path, intersection: &str, manifest: &[ManifestEnt
     for (landing, e) in landing_places(&base, manifest) {
         t.checked += 1;
         *expected_copies.entry(e.sha256.as_str()).or_default() += 1;
-        let p = base.join(landing);
-        let ok = fs::symlink_metadata(&p)
-            .map(|m| m.is_file() && m.len() == e.size)
-            .unwrap_or(false)
-            && sha256_file(&p) == e.sha256;
-        if !ok {
+        if !holds_copy(&base.join(landing), e) {
             t.lost += 1;
         }
     }
@@ -321,12 +316,7 @@ pub fn tally_gone(
             continue;
         }
         t.checked += 1;
-        let p = base.join(landing);
-        let ok = fs::symlink_metadata(&p)
-            .map(|m| m.is_file() && m.len() == e.size)
-            .unwrap_or(false)
-            && sha256_file(&p) == e.sha256;
-        if !ok {
+        if !holds_copy(&base.join(landing), e) {
             t.lost += 1;
         }
     }
@@ -343,6 +333,16 @@ pub fn partial_files(dir: &Path) -> Vec<String> {
                 .is_some_and(|n| n.starts_with('.') && n.ends_with(".part"))
         })
         .collect()
+}
+
+/// The number of field `name` (`"VmHWM:"`, `"Threads:"`) in the text of a
+/// `/proc/<pid>/status` file; sizes are in KiB there.
+pub fn status_field(status: &str, name: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// One row of the campaign's figures.

@@ -3,11 +3,24 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use super::remote::ManifestEntry;
+
+/// Writes `bytes` to `<dir>/<name>`; returns that path.
+pub fn write_file(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, bytes).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+    p
+}
+
+/// An empty `<dir>/known_hosts`: a config that names it loads (nothing is
+/// trusted through it).
+pub fn empty_known_hosts(dir: &Path) -> PathBuf {
+    write_file(dir, "known_hosts", "")
+}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -31,6 +44,15 @@ pub fn sha256_file(path: &Path) -> String {
         h.update(&buf[..n]);
     }
     hex(&h.finalize())
+}
+
+/// Whether `path` is a regular file (not followed through a symlink) with
+/// exactly `e`'s size and bytes.
+pub fn holds_copy(path: &Path, e: &ManifestEntry) -> bool {
+    fs::symlink_metadata(path)
+        .map(|m| m.is_file() && m.len() == e.size)
+        .unwrap_or(false)
+        && sha256_file(path) == e.sha256
 }
 
 /// Every entry under `dir`, recursively, symlinks not followed, as (path

@@ -10,7 +10,7 @@
 //! use common::*;
 //! let sshd = Sshd::start(SshdOptions::default());
 //! let mut tree = RemoteTree::new();
-//! tree.add_session("SpatzAve-Ssmith", Stamp::new(2021, 6, 9, 0, 0, 0), 1, 2_000..=8_000);
+//! tree.add_session("SpatzAve-Ssmith", stamp(6, 9), 1, 2_000..=8_000);
 //! // ... run the product against sshd.addr(), tree.v2x_data_location(),
 //! //     sshd.known_hosts_file(), TEST_USER / TEST_PASSWORD or sshd.client_key() ...
 //! assert_landed(&data_dir, "intersection-1", &tree.manifest());
@@ -33,15 +33,15 @@ pub mod user;
 pub use client::{Client, Site, TestAuth, assert_exit, bin, run_bin, stderr, stdout};
 pub use data::{
     ELEMENTS, Rng, Stamp, csv_bytes, csv_header, element_file_name, element_file_token,
-    expected_element, pseudo_random_bytes, session_name,
+    expected_element, pseudo_random_bytes, session_name, stamp,
 };
 pub use faults::{
     Finished, Row, Running, Tally, Tmpfs, campaign_seed, campaign_table_path, failwrite_shim,
-    partial_files, record, run_with_env, tally_gone, tally_landed, trials,
+    partial_files, record, run_with_env, status_field, tally_gone, tally_landed, trials,
 };
 pub use local::{
-    assert_landed, conflict_variant, landing_places, sha256_bytes, sha256_file, walk_all,
-    walk_files,
+    assert_landed, conflict_variant, empty_known_hosts, holds_copy, landing_places, sha256_bytes,
+    sha256_file, walk_all, walk_files, write_file,
 };
 pub use net::{BlackHole, CutProxy, ProxyOptions, Trickle, closed_port};
 pub use remote::{DEFAULT_AGE, DEFAULT_COPROC_NAME, HostileEntries, ManifestEntry, RemoteTree};

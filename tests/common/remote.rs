@@ -263,6 +263,24 @@ impl RemoteTree {
         self.add_file(rel, &pseudo_random_bytes(seed, size))
     }
 
+    /// One log of `size` pseudo-random bytes in a session of its own:
+    /// `<coproc>_<ts>/<coproc>_<element token>_<ts>.csv` (a big file, for
+    /// cuts, stalls and memory bounds).
+    pub fn add_log(
+        &mut self,
+        coproc: &str,
+        element: &str,
+        stamp: Stamp,
+        size: usize,
+    ) -> ManifestEntry {
+        let rel = format!(
+            "{}/{}",
+            session_name(coproc, stamp),
+            element_file_name(coproc, element, stamp)
+        );
+        self.add_random_file(&rel, size)
+    }
+
     /// Two files of one name, size and mtime but different bytes in two
     /// session folders, as when a session is sent again under another
     /// folder name: `<session>/<name>` and `<session>-resent/<name>`.
@@ -462,6 +480,17 @@ impl RemoteTree {
         self.entries.get(rel)
     }
 
+    /// The manifest files no longer on the remote side: after a pass, the
+    /// ones it took (and so must have landed).
+    pub fn taken(&self) -> Vec<ManifestEntry> {
+        let remaining = self.remaining_files();
+        self.entries
+            .values()
+            .filter(|e| !remaining.contains(&e.rel))
+            .cloned()
+            .collect()
+    }
+
     /// Sum of manifest sizes.
     pub fn total_bytes(&self) -> u64 {
         self.entries.values().map(|e| e.size).sum()
@@ -480,6 +509,21 @@ impl RemoteTree {
             .filter(|(_, md)| md.is_dir())
             .map(|(rel, _)| rel)
             .collect()
+    }
+
+    /// Panics unless everything under archive/ was taken: no file or
+    /// folder left, archive/ itself still there. `context` leads the message.
+    #[track_caller]
+    pub fn assert_emptied(&self, context: &str) {
+        let (files, dirs) = (self.remaining_files(), self.remaining_dirs());
+        assert!(
+            files.is_empty() && dirs.is_empty(),
+            "{context}: left remotely: files {files:?}, folders {dirs:?}"
+        );
+        assert!(
+            self.archive_dir().is_dir(),
+            "{context}: archive/ itself must stay"
+        );
     }
 
     /// Whether the current session dir still holds exactly its five files, unchanged.

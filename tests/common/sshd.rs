@@ -490,6 +490,12 @@ impl Sshd {
         self.log().lines().filter(|l| l.contains(needle)).count()
     }
 
+    /// How many times a client got as far as offering a password (a host
+    /// key check must come first).
+    pub fn password_attempts(&self) -> usize {
+        self.log_count("password for")
+    }
+
     /// Poll the log until it contains `needle` (sshd may log a moment after
     /// the client saw the result); false after `timeout`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {

@@ -17,7 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use sha2::{Digest, Sha256};
+
 use super::{Attrs, NameEntry, Response, SftpError, Wire, status};
+use crate::ssh::exec::HashError;
 
 const FILE: u32 = 0o100_644;
 const DIR: u32 = 0o040_755;
@@ -54,6 +57,10 @@ pub struct Faults {
     pub endless: HashSet<Vec<u8>>,
     /// Set when the first file is opened (ends a test after the listing).
     pub cancel_on_open: Option<Arc<AtomicBool>>,
+    /// The account may not run commands: no remote hashes.
+    pub no_exec: bool,
+    /// The remote hash of these files is wrong (as if the download were).
+    pub wrong_hash: HashSet<Vec<u8>>,
 }
 
 /// Folders whose content is generated as it is listed: `folders` folders
@@ -112,6 +119,10 @@ pub struct Scripted {
     pub violations: Vec<String>,
     /// Where landed files are looked for at REMOVE time.
     landed_root: Option<PathBuf>,
+    /// Where ledger records are looked for at REMOVE time.
+    ledger_dir: Option<PathBuf>,
+    /// Hash batches: each file's hash as it was when the batch started.
+    batches: HashMap<u32, HashMap<Vec<u8>, [u8; 32]>>,
 }
 
 impl Default for Scripted {
@@ -135,6 +146,8 @@ impl Scripted {
             log: Vec::new(),
             violations: Vec::new(),
             landed_root: None,
+            batches: HashMap::new(),
+            ledger_dir: None,
         }
     }
 
@@ -176,6 +189,13 @@ impl Scripted {
         let path = String::from_utf8_lossy(&g.path).into_owned();
         self.dir(&path);
         self.generated = Some(g);
+        self
+    }
+
+    /// Checks at every REMOVE that the ledger under `dir` has a record of
+    /// the file.
+    pub fn check_recorded_in(&mut self, dir: &Path) -> &mut Self {
+        self.ledger_dir = Some(dir.to_path_buf());
         self
     }
 
@@ -247,6 +267,19 @@ impl Scripted {
                 mtime: Some(*mtime),
             },
         }
+    }
+
+    /// REMOVE (`dir` false) or RMDIR (`dir` true) of `path`, once the
+    /// faults and the emptiness check have had their say: gone if it is a
+    /// node of that kind, "no such file" otherwise.
+    fn unlink(&mut self, path: &[u8], dir: bool) -> Response {
+        match self.nodes.get(path) {
+            Some(Node::Dir { .. }) if dir => {}
+            Some(Node::File { .. }) if !dir => {}
+            _ => return status_answer(status::NO_SUCH_FILE, "No such file"),
+        }
+        self.nodes.remove(path);
+        ok()
     }
 
     fn children(&self, dir: &[u8]) -> Vec<NameEntry> {
@@ -436,26 +469,14 @@ impl Scripted {
                 if self.faults.fail_remove.contains(&path) {
                     return status_answer(4, "Failure");
                 }
-                match self.nodes.get(&path) {
-                    Some(Node::File { .. }) => {
-                        self.nodes.remove(&path);
-                        ok()
-                    }
-                    _ => status_answer(status::NO_SUCH_FILE, "No such file"),
-                }
+                self.unlink(&path, false)
             }
             Req::Rmdir(path) => {
                 self.log.push(format!("RMDIR {}", show(&path)));
                 if self.faults.fail_rmdir || !self.children(&path).is_empty() {
                     return status_answer(4, "Failure");
                 }
-                match self.nodes.get(&path) {
-                    Some(Node::Dir { .. }) => {
-                        self.nodes.remove(&path);
-                        ok()
-                    }
-                    _ => status_answer(status::NO_SUCH_FILE, "No such file"),
-                }
+                self.unlink(&path, true)
             }
         }
     }
@@ -475,6 +496,22 @@ impl Scripted {
                 show(path),
                 root.display()
             ));
+        }
+        if let Some(ledger) = self.ledger_dir.clone() {
+            // Read as text: a JSON line names the remote path as a string.
+            let needle = format!("\"remote_path\":{:?}", show(path));
+            let recorded = std::fs::read_dir(&ledger).is_ok_and(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(&needle)))
+            });
+            if !recorded {
+                self.violations.push(format!(
+                    "REMOVE {} before its ledger record under {}",
+                    show(path),
+                    ledger.display()
+                ));
+            }
         }
     }
 }
@@ -568,6 +605,39 @@ impl Wire for Scripted {
         let pick = (self.random() % self.answers.len() as u64) as usize;
         Ok(self.answers.swap_remove(pick))
     }
+    fn hash_probe(&mut self) -> Result<(), String> {
+        self.log.push("EXEC probe".into());
+        if self.faults.no_exec {
+            return Err("this account may only use SFTP".into());
+        }
+        Ok(())
+    }
+    fn hash_start(&mut self, paths: &[&[u8]]) -> Result<u32, HashError> {
+        if self.faults.no_exec {
+            return Err(HashError::Unavailable("exec refused".into()));
+        }
+        self.log.push(format!("EXEC sha256sum {}", paths.len()));
+        let mut hashes = HashMap::new();
+        for &p in paths {
+            if let Some(Node::File { data, .. }) = self.nodes.get(p) {
+                let mut h: [u8; 32] = Sha256::digest(data).into();
+                if self.faults.wrong_hash.contains(p) {
+                    h[0] ^= 0xff;
+                }
+                hashes.insert(p.to_vec(), h);
+            }
+        }
+        let n = self.batches.len() as u32 + 1;
+        self.batches.insert(n, hashes);
+        Ok(n)
+    }
+    fn hash_of(&mut self, batch: u32, path: &[u8]) -> Result<[u8; 32], HashError> {
+        self.batches
+            .get(&batch)
+            .and_then(|b| b.get(path).copied())
+            .ok_or_else(|| HashError::Unavailable(format!("{}: No such file", show(path))))
+    }
+    fn hash_end(&mut self, _batch: u32) {}
     fn outstanding(&self) -> usize {
         self.queue.len() + self.answers.len()
     }

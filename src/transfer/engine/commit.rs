@@ -1,8 +1,11 @@
 //! Commit and delete: a file whose reads are over is judged (unchanged,
-//! complete, its end confirmed), committed on a worker ([`CommitPool`]:
-//! verified, fsynced, renamed, folder fsynced), and only with the
-//! [`Landed`] proof that makes in hand is its remote copy deleted, in
-//! [`Engine::delete_remote`], **the only place that sends a REMOVE**.
+//! complete, its end confirmed, and under `verify = "sha256"` its SHA-256
+//! equal to the coprocessor's own), committed on a worker ([`CommitPool`]:
+//! verified, fsynced, renamed, folder fsynced), recorded in the ledger
+//! (appended and fsynced, [`Engine::record_and_delete`]), and only then,
+//! with the [`Landed`] proof the commit made in hand, is its remote copy
+//! deleted, in [`Engine::delete_remote`], **the only place that sends a
+//! REMOVE**.
 //! Emptied folders go after their last file, and the server refuses a
 //! folder that is not empty, so a file that appeared since the listing is
 //! never lost.
@@ -14,11 +17,13 @@ use std::sync::atomic::Ordering;
 
 use tracing::{info, warn};
 
-use super::{Active, Engine, FileState, MAX_LOCAL_FAILURES_IN_A_ROW, Op, Trouble};
+use super::{Active, Engine, FileState, MAX_LOCAL_FAILURES_IN_A_ROW, NO_BATCH, Op, Trouble};
 use crate::common::fault;
 use crate::common::text::escape;
 use crate::error::Disposition;
-use crate::landing::{Landed, LandingError};
+use crate::landing::{Landed, LandingError, hex_digest};
+use crate::ledger::{Level, Record};
+use crate::ssh::exec::HashError;
 use crate::ssh::sftp::{Response, status};
 use crate::transfer::stop::{Cause, Stop};
 
@@ -27,7 +32,7 @@ impl Engine<'_, '_> {
     pub(super) fn file_read(&mut self, j: usize, a: Active) -> Result<(), Stop> {
         let (rel, dir) = (self.tree.job_rel(j), self.tree.job_dir(j));
         let Active {
-            partial,
+            mut partial,
             resumed,
             state,
             trouble,
@@ -60,10 +65,65 @@ impl Engine<'_, '_> {
             );
             return self.child_done(dir, false);
         }
+        let level = match self.level {
+            Level::Size => Level::Size,
+            Level::Sha256 => match self.remote_hash(j) {
+                Ok(remote) if remote == partial.sha256() => Level::Sha256,
+                Ok(remote) => {
+                    // Our download is wrong, not the coprocessor's file:
+                    // never resume from these bytes.
+                    let local = partial.sha256();
+                    partial.discard();
+                    self.file_error(
+                        &rel,
+                        format!(
+                            "SHA-256 mismatch: the coprocessor's sha256sum gives {}, the bytes \
+                             received here give {}; not landed, left on the coprocessor, pulled \
+                             again next pass",
+                            hex_digest(&remote),
+                            hex_digest(&local)
+                        ),
+                    );
+                    return self.child_done(dir, false);
+                }
+                Err(HashError::Session(e)) => return Err(e.into()),
+                Err(HashError::Unavailable(why)) => {
+                    // The bytes may well be right: kept to resume from.
+                    drop(partial);
+                    self.file_error(
+                        &rel,
+                        format!("{why}; not checked, so not landed: left on the coprocessor"),
+                    );
+                    return self.child_done(dir, false);
+                }
+            },
+        };
         fault::point("before-commit");
-        self.resumed.insert(j, resumed);
+        self.resumed.insert(j, (resumed, level));
         self.commits.submit(j, partial);
         Ok(())
+    }
+
+    /// The coprocessor's SHA-256 of file `j`, from the batch it is in.
+    fn remote_hash(&mut self, j: usize) -> Result<[u8; 32], HashError> {
+        let path = self.tree.job_path(j);
+        match self.batch_of.remove(&j) {
+            Some(b) if b != NO_BATCH => {
+                let r = self.wire.hash_of(b, path.as_os_str().as_bytes());
+                let left = self.batch_left.entry(b).or_insert(1);
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    self.batch_left.remove(&b);
+                    self.wire.hash_end(b);
+                }
+                r
+            }
+            _ => Err(HashError::Unavailable(if self.batch_error.is_empty() {
+                "no sha256sum was started for it".into()
+            } else {
+                self.batch_error.clone()
+            })),
+        }
     }
 
     /// A commit finished on a worker: on success, and only then, delete.
@@ -72,23 +132,74 @@ impl Engine<'_, '_> {
         j: usize,
         result: Result<Landed, LandingError>,
     ) -> Result<(), Stop> {
-        let resumed = self.resumed.remove(&j).unwrap_or(0);
+        let (resumed, level) = self.resumed.remove(&j).unwrap_or((0, Level::Size));
         let landed = match result {
             Ok(l) => l,
             Err(e) => return self.local_failure(j, e),
         };
         self.local_failures_in_a_row = 0;
         self.report.resumed_bytes += resumed;
+        let sha256 = landed.sha256();
         info!(
             remote_path = %escape(self.tree.job_path(j).as_os_str()),
             local_path = %landed.path().display(),
             bytes = landed.bytes(),
             resumed_from = resumed,
             already_present = landed.already_present(),
+            sha256 = %hex_digest(&sha256),
+            verified = level.as_str(),
             "landed"
         );
         fault::point("after-commit");
-        self.delete_remote(j, landed)
+        let job = &self.tree.jobs[j];
+        let data_dir = &self.ctx.config.data_directory;
+        let record = Record::new(
+            &self.ctx.ix.name,
+            landed.remote(),
+            job.size,
+            u64::from(job.mtime),
+            landed
+                .path()
+                .strip_prefix(data_dir)
+                .unwrap_or(landed.path()),
+            &sha256,
+            level,
+            self.ctx.pass,
+        );
+        // Only a file found already here can have a record: one from a pass
+        // that crashed between its record and its REMOVE.
+        let new = !landed.already_present()
+            || !self
+                .ctx
+                .ledger
+                .recorded(&record)
+                .map_err(|e| Stop::from(Cause::Ledger(e)))?;
+        self.to_record.push((j, landed, new.then_some(record)));
+        Ok(())
+    }
+
+    /// Records the files committed since the last call in the ledger (one
+    /// durable append), then sends their REMOVEs: no remote file goes
+    /// without a record. If the ledger cannot be written the intersection
+    /// stops, with the files landed here and still on the coprocessor; the
+    /// next pass finds them identical, records them and removes them.
+    pub(super) fn record_and_delete(&mut self) -> Result<(), Stop> {
+        if self.to_record.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.to_record);
+        let records: Vec<Record> = batch.iter().filter_map(|(_, _, r)| r.clone()).collect();
+        fault::point("before-record");
+        self.ctx
+            .ledger
+            .append(&records)
+            .map_err(|e| Stop::from(Cause::Ledger(e)))?;
+        self.report.recorded += records.len() as u64;
+        fault::point("after-record");
+        for (j, landed, _) in batch {
+            self.delete_remote(j, landed)?;
+        }
+        Ok(())
     }
 
     /// The only place that asks the server to delete a file; see the module

@@ -11,7 +11,7 @@
 //! different files; it never reorders the steps of one.
 //!
 //! **The invariant: a REMOVE follows only the commit of that remote file's
-//! bytes.** It is kept in one place, `Engine::delete_remote` in [`commit`],
+//! bytes, and its durable record in the ledger.** It is kept in one place, `Engine::delete_remote` in [`commit`],
 //! the only caller of `send_remove`: it takes the [`Landed`](crate::landing::Landed) proof by value,
 //! which only a commit makes, and sends nothing unless the proof names the
 //! very remote path and identity (size, mtime) of the file it deletes.
@@ -49,13 +49,15 @@ use std::sync::atomic::Ordering;
 use tracing::{error, warn};
 
 use crate::common::text::escape;
+use crate::config::Verify;
 use crate::config::{Config, Intersection};
-use crate::landing::{CommitPool, Lander, LandingError, Partial};
+use crate::landing::{CommitPool, Landed, Lander, LandingError, Partial};
+use crate::ledger::{Ledger, Level, Record};
 use crate::report::progress::Progress;
 use crate::report::{IntersectionReport, Skipped};
 use crate::ssh::sftp::{Attrs, Response, Wire};
 use crate::transfer::Control;
-use crate::transfer::stop::Stop;
+use crate::transfer::stop::{Cause, Stop};
 
 mod commit;
 mod listing;
@@ -111,6 +113,10 @@ pub struct Ctx<'a> {
     pub progress: &'a Progress,
     /// `<data_directory>/<intersection>`.
     pub data_root: &'a Path,
+    /// Where every landed file is recorded before its REMOVE.
+    pub ledger: &'a Ledger,
+    /// The pass's id, for the records.
+    pub pass: &'a str,
 }
 
 /// One file being pulled, from its OPEN until it is judged.
@@ -233,10 +239,27 @@ pub struct Engine<'a, 'c> {
     max_inflight: u64,
     // ---- commit and delete ----
     commits: CommitPool,
-    /// Bytes an earlier pass had fetched, per file being committed.
-    resumed: HashMap<usize, u64>,
+    /// Per file being committed: bytes an earlier pass had fetched, and
+    /// how it was checked.
+    resumed: HashMap<usize, (u64, Level)>,
     local_failures_in_a_row: u32,
+    // ---- chain of custody ----
+    /// How files are checked on this connection (probed in [`Engine::run`]).
+    level: Level,
+    /// The remote hash batch of each file admitted under `sha256`
+    /// ([`NO_BATCH`]: its batch could not start, see `batch_error`).
+    batch_of: HashMap<usize, u32>,
+    /// Files of each batch not yet judged: at zero the batch is ended.
+    batch_left: HashMap<u32, usize>,
+    batch_error: String,
+    /// Committed files waiting for their ledger record, then their REMOVE.
+    to_record: Vec<(usize, Landed, Option<Record>)>,
 }
+
+/// Files one `sha256sum` batch hashes at most.
+pub const HASH_BATCH: usize = 256;
+/// A file whose hash batch could not start.
+const NO_BATCH: u32 = u32::MAX;
 
 impl<'a, 'c> Engine<'a, 'c> {
     pub fn new(
@@ -266,6 +289,11 @@ impl<'a, 'c> Engine<'a, 'c> {
             ),
             resumed: HashMap::new(),
             local_failures_in_a_row: 0,
+            level: Level::Size,
+            batch_of: HashMap::new(),
+            batch_left: HashMap::new(),
+            batch_error: String::new(),
+            to_record: Vec::new(),
         }
     }
 
@@ -277,10 +305,17 @@ impl<'a, 'c> Engine<'a, 'c> {
     /// failing, or the pass was cancelled. Failures of single files are
     /// reported in the intersection's report instead.
     pub fn run(mut self) -> Result<(), Stop> {
+        self.choose_level()?;
         self.list_all()?;
         self.seen = HashSet::new();
         let order = self.tree.file_order();
         self.transfer(order)?;
+        // Hash batches of files that were never judged (skipped, failed).
+        // Only on success: closing a channel waits for the server's answer,
+        // which a broken link never gives; the pass abandons that session.
+        for b in std::mem::take(&mut self.batch_left).into_keys() {
+            self.wire.hash_end(b);
+        }
         if self.listing_complete {
             let swept = self.lander.sweep_leftovers();
             if swept > 0 {
@@ -290,6 +325,29 @@ impl<'a, 'c> Engine<'a, 'c> {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// `transfer.verify` on this connection: `sha256` if asked for or
+    /// `auto` and the account may run `sha256sum`, else `size` (`auto`) or
+    /// a stop (`sha256`).
+    fn choose_level(&mut self) -> Result<(), Stop> {
+        let verify = self.ctx.config.transfer.verify;
+        self.level = match verify {
+            Verify::Size => Level::Size,
+            Verify::Auto | Verify::Sha256 => match self.wire.hash_probe() {
+                Ok(()) => Level::Sha256,
+                Err(why) if verify == Verify::Auto => {
+                    tracing::info!(
+                        "verify = \"auto\": this account cannot hash files on the coprocessor \
+                         ({why}); files are checked by size and mtime only"
+                    );
+                    Level::Size
+                }
+                Err(why) => return Err(Cause::VerifyUnavailable(why).into()),
+            },
+        };
+        self.report.verification = Some(self.level.as_str().to_string());
         Ok(())
     }
 

@@ -5,13 +5,15 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::atomic::Ordering;
 
-use super::{Active, CHUNK, Engine, FileState, MAX_FILES, Op, Trouble};
+use super::{Active, CHUNK, Engine, FileState, HASH_BATCH, MAX_FILES, NO_BATCH, Op, Trouble};
 use crate::common::clock::unix_now;
 use crate::error::Disposition;
 use crate::landing::{LandingError, free_bytes};
+use crate::ledger::Level;
+use crate::ssh::exec::HashError;
 use crate::ssh::sftp::{Response, status};
 use crate::transfer::classify::classify;
 use crate::transfer::rules::too_young;
@@ -36,15 +38,20 @@ impl Engine<'_, '_> {
                 && self.inflight < self.max_inflight
             {
                 let Some(job) = queue.pop_front() else { break };
+                if self.level == Level::Sha256 && !self.batch_of.contains_key(&job) {
+                    self.start_hashes(job, &queue)?;
+                }
                 self.admit(job)?;
             }
             self.request_reads();
             while let Some((job, result)) = self.commits.try_done() {
                 self.committed(job, result)?;
             }
+            self.record_and_delete()?;
             if self.ops.is_empty() && self.wire.outstanding() == 0 {
                 if let Some((job, result)) = self.commits.wait_done() {
                     self.committed(job, result)?;
+                    self.record_and_delete()?;
                     continue;
                 }
                 if queue.is_empty() {
@@ -57,6 +64,48 @@ impl Engine<'_, '_> {
                 self.answered(op, response)?;
             }
         }
+    }
+
+    /// Asks the coprocessor to hash `first` and the files queued after it
+    /// (up to [`HASH_BATCH`], in the order they will be read, so a folder's
+    /// files go together): it hashes while SFTP carries the data.
+    fn start_hashes(&mut self, first: usize, queue: &VecDeque<usize>) -> Result<(), Stop> {
+        let now = unix_now();
+        let min_age = self.ctx.config.transfer.min_age;
+        let jobs: Vec<usize> = std::iter::once(first)
+            .chain(queue.iter().copied().filter(|&j| {
+                !self.batch_of.contains_key(&j)
+                    && too_young(
+                        self.tree.job_depth(j),
+                        u64::from(self.tree.jobs[j].mtime),
+                        now,
+                        min_age,
+                    )
+                    .is_none()
+            }))
+            .take(HASH_BATCH)
+            .collect();
+        let paths: Vec<Vec<u8>> = jobs
+            .iter()
+            .map(|&j| self.tree.job_path(j).into_os_string().into_vec())
+            .collect();
+        let refs: Vec<&[u8]> = paths.iter().map(Vec::as_slice).collect();
+        let batch = match self.wire.hash_start(&refs) {
+            Ok(b) => {
+                self.batch_left.insert(b, jobs.len());
+                b
+            }
+            Err(HashError::Session(e)) => return Err(e.into()),
+            Err(HashError::Unavailable(why)) => {
+                tracing::warn!("cannot start sha256sum on the coprocessor: {why}");
+                self.batch_error = why;
+                NO_BATCH
+            }
+        };
+        for j in jobs {
+            self.batch_of.insert(j, batch);
+        }
+        Ok(())
     }
 
     /// Adds what this attempt will read to the progress totals.
@@ -403,7 +452,7 @@ impl Active {
     /// Writes the data that continues the partial file, in order.
     fn drain_in_order(&mut self) -> Result<(), LandingError> {
         while let Some(data) = self.ahead.remove(&self.partial.offset()) {
-            self.partial.write(&data)?;
+            self.partial.write_owned(data)?;
         }
         Ok(())
     }

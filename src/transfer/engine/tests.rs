@@ -5,6 +5,8 @@
 
 use std::fs;
 
+use sha2::Digest;
+
 use crate::ssh::sftp::scripted::{Generated, Scripted};
 use crate::transfer::harness::{ARCHIVE, Harness, Outcome};
 
@@ -80,6 +82,7 @@ fn assert_all_landed(h: &Harness, server: &Scripted, files: &[(String, Vec<u8>)]
 fn scripted(h: &Harness) -> Scripted {
     let mut s = Scripted::new();
     s.check_landed_under(&h.data_root());
+    s.check_recorded_in(&h.config.state_directory.join("ledger"));
     s
 }
 
@@ -411,4 +414,130 @@ fn a_generated_tree_is_listed_once_per_name() {
     let o = h.run(&mut server);
     assert_eq!(o.result, Err("cancelled".into()));
     assert_eq!(server.requests("OPENDIR").len(), 201);
+}
+
+/// Every record of the harness's ledger.
+fn records(h: &Harness) -> Vec<crate::ledger::Record> {
+    crate::ledger::day_files(&h.config.state_directory, None)
+        .unwrap()
+        .iter()
+        .flat_map(|f| crate::ledger::Scan::read(f).unwrap().records)
+        .collect()
+}
+
+#[test]
+fn every_removed_file_has_one_record_with_its_hash_and_level() {
+    let mut h = Harness::new();
+    let mut server = scripted(&h);
+    let files = coprocessor(&mut server);
+    let o = h.run(&mut server);
+    assert_all_landed(&h, &server, &files, &o);
+    assert_eq!(o.report.verification.as_deref(), Some("sha256"));
+    let recs = records(&h);
+    assert_eq!(recs.len(), files.len());
+    assert_eq!(o.report.recorded, files.len() as u64);
+    for (rel, bytes) in &files {
+        let remote = format!("{ARCHIVE}/{rel}");
+        let r = recs
+            .iter()
+            .find(|r| r.remote_path == remote)
+            .unwrap_or_else(|| panic!("no record of {remote}"));
+        let (sha, n) =
+            crate::landing::sha256_file(&h.config.data_directory.join(r.local_path())).unwrap();
+        assert_eq!(n, bytes.len() as u64);
+        assert_eq!(r.sha256, crate::ledger::hex(&sha));
+        assert_eq!(r.size, bytes.len() as u64);
+        assert_eq!(r.verified, crate::ledger::Level::Sha256);
+        assert_eq!(
+            (r.intersection.as_str(), r.pass.as_str()),
+            ("ix", "test-pass-1")
+        );
+    }
+}
+
+#[test]
+fn a_file_recorded_but_not_removed_is_removed_next_pass_without_a_second_record() {
+    // A REMOVE that fails stands for a crash between the record and the
+    // REMOVE: the file is here, recorded, and still on the coprocessor.
+    let victim = "/v2x/archive/S2_06102021_000000/notes.txt";
+    let mut h = Harness::new();
+    let mut server = scripted(&h);
+    server.faults.fail_remove.insert(victim.as_bytes().to_vec());
+    let files = coprocessor(&mut server);
+    h.run(&mut server);
+    assert!(server.exists(victim));
+    assert_eq!(records(&h).len(), files.len());
+    server.faults.fail_remove.clear();
+    h.pass = "test-pass-2".into();
+    let o = h.run(&mut server);
+    assert_eq!((o.report.files, o.report.already_present), (1, 1));
+    assert_eq!(o.report.recorded, 0);
+    assert!(!server.exists(victim));
+    let recs = records(&h);
+    assert_eq!(recs.len(), files.len(), "{recs:#?}");
+    assert_eq!(recs.iter().filter(|r| r.remote_path == victim).count(), 1);
+    assert!(server.violations.is_empty(), "{:?}", server.violations);
+}
+
+#[test]
+fn a_hash_mismatch_keeps_the_remote_file_lands_nothing_and_names_both_hashes() {
+    let victim = "/v2x/archive/S1_06092021_000000/S1_spatLog_06092021_000000.csv";
+    let mut h = Harness::new();
+    let mut server = scripted(&h);
+    server.faults.wrong_hash.insert(victim.as_bytes().to_vec());
+    let files = coprocessor(&mut server);
+    let o = h.run(&mut server);
+    assert_eq!(o.result, Ok(()));
+    assert_eq!(o.report.errors.len(), 1, "{:?}", o.report.errors);
+    let e = &o.report.errors[0];
+    assert!(e.contains("SHA-256 mismatch"), "{e}");
+    let good = crate::ledger::hex(&sha2::Sha256::digest(&files[0].1));
+    assert!(e.contains(&good), "the local hash is named: {e}");
+    assert!(server.exists(victim));
+    // Nothing of it landed, no partial is kept to resume from.
+    let spat = h.data_root().join("spat");
+    assert_eq!(fs::read_dir(&spat).unwrap().count(), 0);
+    assert!(records(&h).iter().all(|r| r.remote_path != victim));
+    // The next pass, with the hashes agreeing, lands it.
+    server.faults.wrong_hash.clear();
+    let o = h.run(&mut server);
+    assert!(o.report.errors.is_empty(), "{:?}", o.report.errors);
+    assert!(!server.exists(victim));
+    assert_eq!(landed_as(&h, &files[0].0), files[0].1);
+    assert!(server.violations.is_empty(), "{:?}", server.violations);
+}
+
+#[test]
+fn an_account_that_cannot_hash_falls_back_to_size_under_auto_and_stops_under_sha256() {
+    let mut h = Harness::new();
+    h.config.transfer.verify = crate::config::Verify::Sha256;
+    let mut server = scripted(&h);
+    server.faults.no_exec = true;
+    let files = coprocessor(&mut server);
+    let o = h.run(&mut server);
+    let err = o.result.unwrap_err();
+    assert!(err.contains("cannot hash files"), "{err}");
+    assert_eq!(server.requests("REMOVE").len(), 0);
+    assert_eq!(server.requests("OPEN").len(), 0);
+
+    h.config.transfer.verify = crate::config::Verify::Auto;
+    let o = h.run(&mut server);
+    assert_all_landed(&h, &server, &files, &o);
+    assert_eq!(o.report.verification.as_deref(), Some("size"));
+    assert!(
+        records(&h)
+            .iter()
+            .all(|r| r.verified == crate::ledger::Level::Size)
+    );
+}
+
+#[test]
+fn size_asks_the_coprocessor_for_nothing() {
+    let mut h = Harness::new();
+    h.config.transfer.verify = crate::config::Verify::Size;
+    let mut server = scripted(&h);
+    let files = coprocessor(&mut server);
+    let o = h.run(&mut server);
+    assert_all_landed(&h, &server, &files, &o);
+    assert!(server.log.iter().all(|l| !l.starts_with("EXEC")));
 }
