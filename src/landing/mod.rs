@@ -1026,9 +1026,10 @@ fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
 /// on the engine's thread, which also decrypts, hashing a GiB would add its
 /// half second to the transfer instead of running beside it.
 const HASH_THREAD_MIN: u64 = 4 << 20;
-/// Buffers waiting for the hash thread at most (about 4 MiB): past that the
-/// writer waits, so a slow hash cannot grow memory.
-const HASH_QUEUE: usize = 16;
+/// Buffers waiting for a hash thread at most (about 1 MiB): past that the
+/// writer waits, so a slow hash cannot grow memory (64 big files at once
+/// hold 64 MiB at the very worst, and the reads in flight are far fewer).
+const HASH_QUEUE: usize = 4;
 
 /// A partial's SHA-256, in the writer's thread or on one of its own.
 enum Hashing {
