@@ -1,10 +1,13 @@
 //! The command-line definition. Parsing only: `main` turns it into work.
+//! The man page ([`man`]) and the shell completions are generated from it.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::DEFAULT_CONFIG_PATH;
+
+pub mod man;
 
 /// Pulls closed V2X data archives from intersection coprocessors over SFTP,
 /// sorts them per intersection and data element, and deletes them remotely
@@ -122,6 +125,10 @@ pub enum Command {
     /// Print a shell completion script (bash, zsh or fish) on stdout.
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
+    /// Print the man page, v2x-data-sftp-client(8), in roff on stdout
+    /// (packaging/build-deb installs it).
+    #[command(hide = true)]
+    Man,
 }
 
 /// How `ledger` prints records.

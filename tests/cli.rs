@@ -258,3 +258,128 @@ fn shipped_config_example_is_valid_when_uncommented() {
     let out = run_bin(&c, &["check-config"]);
     assert_exit(&out, 0);
 }
+
+/// The flags and subcommands `--help` shows, the way an operator reads them.
+fn help_words(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_v2x-data-sftp-client"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(out.status.success(), "{args:?} --help failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `-v`, `--dry-run`, … as written in a help text: a word that starts with
+/// one or two hyphens and a letter.
+fn flags_in(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = text
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == '(')
+        .map(|w| w.trim_end_matches([',', ':', ')', ']', '.', '=']))
+        .filter(|w| {
+            let rest = w.trim_start_matches('-');
+            (w.starts_with('-') && w.len() - rest.len() <= 2)
+                && rest.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        .map(str::to_string)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The man page cannot go stale: it is generated from the clap definition
+/// at package build time, and this holds it against what `--help` shows
+/// (the booted-systemd test does the same on `man v2x-data-sftp-client`).
+#[test]
+fn man_page_shows_every_subcommand_and_flag_of_help() {
+    let out = Command::new(env!("CARGO_BIN_EXE_v2x-data-sftp-client"))
+        .arg("man")
+        .output()
+        .expect("run man");
+    assert_exit(&out, 0);
+    let roff = String::from_utf8(out.stdout).expect("the man page is UTF-8");
+    // As the reader sees it: roff escapes and font switches removed.
+    let page = roff
+        .replace("\\-", "-")
+        .replace("\\fB", "")
+        .replace("\\fI", "")
+        .replace("\\fR", "")
+        .replace("\\fP", "");
+    assert!(
+        page.contains("\n.TH v2x-data-sftp-client 8 "),
+        "{}",
+        &page[..200]
+    );
+
+    let top = help_words(&[]);
+    let subcommands: Vec<&str> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|s| *s != "help")
+        .collect();
+    assert!(subcommands.len() >= 5, "{top}");
+    let mut missing = Vec::new();
+    for flag in flags_in(&top) {
+        if !page.contains(&flag) {
+            missing.push(format!("(global) {flag}"));
+        }
+    }
+    for sub in &subcommands {
+        if !page.contains(&format!("\n{sub} ")) {
+            missing.push((*sub).to_string());
+        }
+        for flag in flags_in(&help_words(&[sub])) {
+            if !page.contains(&flag) {
+                missing.push(format!("{sub} {flag}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "missing from the man page: {missing:?}");
+    for section in [
+        ".SH COMMANDS",
+        ".SH CONFIGURATION",
+        ".SH CREDENTIALS",
+        ".SH EXIT STATUS",
+        ".SH FILES",
+        "password_credential",
+        "LoadCredentialEncrypted=",
+    ] {
+        assert!(page.contains(section), "the man page lacks {section}");
+    }
+    // The exit statuses it promises are the contract's.
+    for code in [
+        ".B 0\nEvery intersection",
+        ".B 1\nAt least one",
+        ".B 2\nA usage or config",
+    ] {
+        assert!(page.contains(code), "EXIT STATUS lacks {code:?}");
+    }
+}
+
+#[test]
+fn man_page_flags_found_in_help_include_the_ones_operators_use() {
+    // Guards the help parser above: were it to find nothing, the man page
+    // check would pass vacuously.
+    let run = flags_in(&help_words(&["run"]));
+    for f in [
+        "--only",
+        "--dry-run",
+        "--config",
+        "-v",
+        "--verbose",
+        "-h",
+        "--help",
+    ] {
+        assert!(
+            run.iter().any(|x| x == f),
+            "{f} not parsed from run --help: {run:?}"
+        );
+    }
+    let trust = flags_in(&help_words(&["trust"]));
+    assert!(trust.iter().any(|x| x == "-y"), "{trust:?}");
+}

@@ -15,20 +15,16 @@ use serde_json::Value;
 use v2x_data_sftp_client::ssh::exec::Tool;
 use v2x_data_sftp_client::ssh::sftp::Wire;
 
-fn stamp(day: u32) -> Stamp {
-    Stamp::new(2021, 6, day, 0, 0, 0)
-}
-
 /// Two closed sessions, one with a file big enough for many READs.
 fn coprocessor() -> RemoteTree {
     let mut tree = RemoteTree::new();
-    tree.add_session(DEFAULT_COPROC_NAME, stamp(9), 1, 2_000..=20_000);
-    tree.add_session("Second", stamp(10), 1, 2_000..=20_000);
+    tree.add_session(DEFAULT_COPROC_NAME, stamp(6, 9), 1, 2_000..=20_000);
+    tree.add_session("Second", stamp(6, 10), 1, 2_000..=20_000);
     tree.add_random_file(
         &format!(
             "{}/Second_spatLog_{}.csv",
-            session_name("Second", stamp(11)),
-            stamp(11).mmitss()
+            session_name("Second", stamp(6, 11)),
+            stamp(6, 11).mmitss()
         ),
         3 << 20,
     );
@@ -172,7 +168,7 @@ fn pwned(tree: &RemoteTree, sshd: &Sshd) -> Vec<String> {
 fn hostile_remote_names_hash_correctly_and_run_nothing() {
     let sshd = Sshd::start_default();
     let mut tree = RemoteTree::new();
-    let session = session_name("Hostile", stamp(9));
+    let session = session_name("Hostile", stamp(6, 9));
     for (i, name) in HOSTILE.iter().enumerate() {
         tree.add_file(
             &format!("{session}/{name}"),
@@ -344,7 +340,7 @@ fn ledger_sha256sum_output_passes_sha256sum_c_and_pass_last_names_exactly_that_p
     assert_eq!(oks, first.len());
 
     // A second pass with new files: `--pass last` gives those only.
-    tree.add_session("Third", stamp(12), 1, 1_000..=3_000);
+    tree.add_session("Third", stamp(6, 12), 1, 1_000..=3_000);
     assert_exit(&client.run(), 0);
     let state = client.state();
     let pass = state["pass"].as_str().expect("pass id").to_string();

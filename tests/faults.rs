@@ -2,7 +2,7 @@
 //! every trial, that each original file ends up exactly once, byte-identical,
 //! at its landing path, and that nothing is left remotely once a pass
 //! succeeds. Every test adds a row to the figures in
-//! `target/fault-campaign.md` (README.md, "Reliability").
+//! `target/fault-campaign.md` (docs/reliability.md).
 //!
 //! Needs the `fault-injection` feature (crash points) and root (tmpfs).
 //! `V2X_CAMPAIGN=long` runs ten times the trials, `V2X_TRIALS=N` exactly N,

@@ -372,6 +372,11 @@ fn check_config_connect_says_per_intersection_what_to_fix() {
     let good = line("good");
     assert!(good.contains(" ok "), "{good}");
     assert!(good.contains("1 folder(s) and 1 file(s)"), "{good}");
+    // The suite a stock sshd negotiates with the measured default order.
+    assert!(
+        good.contains("aes128-ctr + hmac-sha2-256-etm@openssh.com, kex curve25519-sha256"),
+        "{good}"
+    );
     let down = line("down");
     assert!(down.contains("FAILED  reachability"), "{down}");
     let untrusted = line("untrusted");
@@ -604,7 +609,7 @@ fn completions_for_bash_zsh_and_fish() {
 }
 
 // ---------------------------------------------------------------------------
-// The README's "Operator's day": real output, printed by
+// docs/operator-examples.md: real output, printed by
 // `cargo test --test operator -- --ignored --nocapture operator_day`.
 // ---------------------------------------------------------------------------
 
@@ -636,7 +641,7 @@ fn screen_text(raw: &str) -> String {
 }
 
 #[test]
-#[ignore = "prints the README's operator examples"]
+#[ignore = "prints docs/operator-examples.md's output"]
 fn operator_day() {
     let show = |title: &str, out: &Output| {
         println!("\n$ {title}");

@@ -123,7 +123,9 @@ fn steps(config: &Config, known: &KnownHosts, ix: &Intersection) -> Result<Strin
     }
     let mut session = session::connect(ix, known, t, &|_| {}).map_err(|e| match e {
         RemoteError::HostKey(m) => (Step::HostKey, m),
-        RemoteError::Auth { .. } | RemoteError::SecretFile { .. } => (Step::Auth, e.to_string()),
+        RemoteError::Auth { .. } | RemoteError::SecretFile { .. } | RemoteError::Credential(_) => {
+            (Step::Auth, e.to_string())
+        }
         RemoteError::Session(_) | RemoteError::Refused { .. } => (
             Step::Sftp,
             format!("{e} (is `Subsystem sftp` enabled in the coprocessor's sshd_config?)"),
@@ -144,8 +146,9 @@ fn steps(config: &Config, known: &KnownHosts, ix: &Intersection) -> Result<Strin
     let files = entries.iter().filter(|e| e.kind == Kind::File).count();
     let other = entries.len() - dirs - files;
     let mut summary = format!(
-        "reachable, host key {} {fingerprint} trusted, authenticated as {}, {} lists {} folder(s) and {} file(s)",
+        "reachable, host key {} {fingerprint} trusted, {}, authenticated as {}, {} lists {} folder(s) and {} file(s)",
         key.key_type,
+        session.negotiated(),
         ix.username,
         archive.display(),
         dirs,
@@ -206,9 +209,9 @@ pub fn render(probes: &[Probe]) -> String {
 /// The early [`Exit`] of a config or usage error.
 pub fn command(cli: &Cli, connect: bool, only: &[String]) -> Result<Exit, Exit> {
     let (config, known) = load(cli)?;
-    let problems = config::check_secret_files(&config);
-    if !problems.is_empty() {
-        for p in &problems {
+    let secrets = config::check_secret_files(&config);
+    if !secrets.errors.is_empty() {
+        for p in &secrets.errors {
             eprintln!("config error: {p}");
         }
         return Err(Exit::Config);
@@ -219,6 +222,10 @@ pub fn command(cli: &Cli, connect: bool, only: &[String]) -> Result<Exit, Exit> 
         config.intersections.len(),
         config.data_directory.display()
     );
+    // Not errors: outside the unit, credentials are invisible by design.
+    for note in &secrets.unseen_credentials {
+        println!("note: {note}");
+    }
     if !connect {
         return Ok(Exit::Ok);
     }

@@ -11,6 +11,7 @@
 //! | `verify` | [`verify`] |
 //! | `ledger` | [`ledger`] |
 //! | `completions` | [`completions`] |
+//! | `man` | [`man`] |
 
 use crate::cli::{Cli, Command};
 use crate::config::{self, Config, ConfigErrors, Intersection};
@@ -21,6 +22,7 @@ pub mod completions;
 pub mod dry_run;
 pub mod import_legacy;
 pub mod ledger;
+pub mod man;
 pub mod run;
 pub mod status;
 pub mod trust;
@@ -82,6 +84,7 @@ pub fn dispatch(cli: &Cli) -> Exit {
             *format,
         )),
         Command::Completions { shell } => Ok(completions::command(*shell)),
+        Command::Man => Ok(man::command()),
     };
     result.unwrap_or_else(|early| early)
 }

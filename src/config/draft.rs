@@ -104,6 +104,9 @@ pub(crate) struct TransferDraft {
     pub min_age: Option<Item<String>>,
     pub min_free_space: Option<Item<SizeInput>>,
     pub max_listed_entries: Option<Item<i64>>,
+    pub ciphers: Option<Item<Vec<Item<String>>>>,
+    pub macs: Option<Item<Vec<Item<String>>>>,
+    pub kex_algorithms: Option<Item<Vec<Item<String>>>>,
     pub verify: Option<Item<String>>,
 }
 
@@ -120,6 +123,9 @@ pub(crate) struct IntersectionDraft {
     pub password_file: Option<Item<PathBuf>>,
     pub private_key: Option<Item<PathBuf>>,
     pub passphrase_file: Option<Item<PathBuf>>,
+    pub password_credential: Option<Item<String>>,
+    pub private_key_credential: Option<Item<String>>,
+    pub passphrase_credential: Option<Item<String>>,
     pub v2x_data_location: Option<Item<String>>,
     pub compression: Option<Item<bool>>,
 }
@@ -137,6 +143,9 @@ impl IntersectionDraft {
             password_file: None,
             private_key: None,
             passphrase_file: None,
+            password_credential: None,
+            private_key_credential: None,
+            passphrase_credential: None,
             v2x_data_location: None,
             compression: None,
         }

@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::{
     Auth, Checks, Config, ConfigError, ConfigErrors, DEFAULT_CONFIG_PATH, Draft, Format,
-    IntersectionDraft, Item, StartInput, utf8_text, validate,
+    IntersectionDraft, Item, SecretSource, StartInput, utf8_text, validate,
 };
 use crate::common::secret::Secret;
 
@@ -140,28 +140,17 @@ fn render(path: &Path, config: &Config, notes: &Notes) -> Result<String, ConfigE
             Auth::Password(secret) => {
                 let _ = writeln!(out, "password = {}", toml_str(secret.expose()));
             }
-            Auth::PasswordFile(p) => {
-                let _ = writeln!(
-                    out,
-                    "password_file = {}",
-                    toml_path(path, &key("password_file"), p)?
-                );
+            Auth::PasswordFrom(source) => {
+                let line = secret_line(path, &key, source, "password_file", "password_credential")?;
+                let _ = writeln!(out, "{line}");
             }
-            Auth::PrivateKey {
-                path: key_path,
-                passphrase_file,
-            } => {
-                let _ = writeln!(
-                    out,
-                    "private_key = {}",
-                    toml_path(path, &key("private_key"), key_path)?
-                );
-                if let Some(p) = passphrase_file {
-                    let _ = writeln!(
-                        out,
-                        "passphrase_file = {}",
-                        toml_path(path, &key("passphrase_file"), p)?
-                    );
+            Auth::PrivateKey { key: k, passphrase } => {
+                let line = secret_line(path, &key, k, "private_key", "private_key_credential")?;
+                let _ = writeln!(out, "{line}");
+                if let Some(p) = passphrase {
+                    let line =
+                        secret_line(path, &key, p, "passphrase_file", "passphrase_credential")?;
+                    let _ = writeln!(out, "{line}");
                 }
             }
         }
@@ -180,6 +169,20 @@ fn render(path: &Path, config: &Config, notes: &Notes) -> Result<String, ConfigE
 /// A TOML string literal (quoted and escaped by the toml crate).
 fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
+}
+
+/// `password_file = "..."` or `password_credential = "..."`, as the source is.
+fn secret_line(
+    file: &Path,
+    key: &dyn Fn(&str) -> String,
+    source: &SecretSource,
+    file_key: &str,
+    credential_key: &str,
+) -> Result<String, ConfigError> {
+    Ok(match source {
+        SecretSource::File(p) => format!("{file_key} = {}", toml_path(file, &key(file_key), p)?),
+        SecretSource::Credential(name) => format!("{credential_key} = {}", toml_str(name)),
+    })
 }
 
 fn toml_path(file: &Path, key: &str, p: &Path) -> Result<String, ConfigError> {

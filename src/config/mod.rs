@@ -16,10 +16,13 @@
 //! | [`draft`] | the intermediate form both formats become |
 //! | [`validate`] | draft → [`Config`], every problem with file, key and line |
 //! | [`diagnostics`] | [`ConfigError`]: `FILE:LINE: KEY: MESSAGE` |
+//! | [`algorithms`] | the SSH ciphers, MACs and key exchanges offered by default (measured order), and what this libssh2 supports |
 
+pub mod algorithms;
 mod diagnostics;
 mod draft;
 pub mod legacy;
+pub mod reference;
 mod toml_file;
 mod validate;
 
@@ -33,7 +36,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::common::credentials::{self, CredentialError};
 use crate::common::secret::Secret;
+pub use algorithms::Algorithms;
 
 /// Where the package puts the config; `--config` overrides it.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/v2x-data-sftp-client/config.toml";
@@ -101,6 +106,8 @@ pub struct Transfer {
     /// Names one pass lists in one intersection's `archive/` at most: a
     /// listing that never ends must not grow the process without bound.
     pub max_listed_entries: u64,
+    /// SSH algorithms offered, in order ([`algorithms`]).
+    pub algorithms: Algorithms,
     /// How a file is checked before its remote copy is removed.
     pub verify: Verify,
 }
@@ -145,6 +152,7 @@ impl Default for Transfer {
             min_age: Duration::from_secs(120),
             min_free_bytes: 1 << 30,
             max_listed_entries: DEFAULT_MAX_LISTED_ENTRIES,
+            algorithms: Algorithms::default(),
             verify: Verify::Auto,
         }
     }
@@ -165,16 +173,52 @@ pub struct Intersection {
     pub compression: Option<bool>,
 }
 
-/// Exactly one way to authenticate. Files are read when connecting, so an
-/// unreadable one fails only its intersection.
+/// Exactly one way to authenticate. Files and credentials are read when
+/// connecting, so an unreadable one fails only its intersection.
 #[derive(Debug, Clone)]
 pub enum Auth {
     Password(Secret),
-    PasswordFile(PathBuf),
+    /// `password_file` or `password_credential`.
+    PasswordFrom(SecretSource),
+    /// `private_key` or `private_key_credential`, with `passphrase_file` or
+    /// `passphrase_credential` when the key has one.
     PrivateKey {
-        path: PathBuf,
-        passphrase_file: Option<PathBuf>,
+        key: SecretSource,
+        passphrase: Option<SecretSource>,
     },
+}
+
+/// Where a password, passphrase or private key is read from at connect time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file the config names (`*_file`, `private_key`).
+    File(PathBuf),
+    /// A systemd credential the unit loads (`*_credential`): a file in
+    /// `$CREDENTIALS_DIRECTORY`, there only while the unit runs.
+    Credential(String),
+}
+
+impl SecretSource {
+    /// The file to read: the configured path, or where systemd put the
+    /// credential for this process.
+    ///
+    /// # Errors
+    /// A credential this process cannot see, with what to do about it.
+    pub fn path(&self) -> Result<PathBuf, CredentialError> {
+        match self {
+            SecretSource::File(p) => Ok(p.clone()),
+            SecretSource::Credential(name) => credentials::path(name),
+        }
+    }
+
+    /// The config key it came from, for messages: `password_file`,
+    /// `private_key_credential`, …
+    pub fn key(&self, file_key: &'static str, credential_key: &'static str) -> &'static str {
+        match self {
+            SecretSource::File(_) => file_key,
+            SecretSource::Credential(_) => credential_key,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -207,32 +251,85 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     )
 }
 
+/// What `check-config` finds about the secrets the config points to.
+#[derive(Debug, Default)]
+pub struct SecretCheck {
+    /// Files (and credentials this process can see) that exist but cannot
+    /// be used: config errors.
+    pub errors: Vec<ConfigError>,
+    /// Credentials this process cannot see, each with why that is expected
+    /// (outside the unit) or what to add to the unit. Not errors: systemd
+    /// hands credentials to the unit only.
+    pub unseen_credentials: Vec<String>,
+}
+
 /// Checks done by `check-config` but not by `load`: files referenced by auth
-/// settings exist and are readable by this process. `run` reads those files
-/// at connect time instead, so an unreadable one fails only its intersection.
-pub fn check_secret_files(config: &Config) -> Vec<ConfigError> {
+/// settings exist and are readable by this process, and which credentials
+/// it can see. `run` reads them at connect time instead, so an unreadable
+/// one fails only its intersection.
+pub fn check_secret_files(config: &Config) -> SecretCheck {
     let lines = secret_file_lines(&config.source);
-    let mut errors = Vec::new();
+    let mut out = SecretCheck::default();
     for (i, intersection) in config.intersections.iter().enumerate() {
-        let files: Vec<(&str, &Path)> = match &intersection.auth {
+        let sources: Vec<(&str, &SecretSource)> = match &intersection.auth {
             Auth::Password(_) => Vec::new(),
-            Auth::PasswordFile(p) => vec![("password_file", p.as_path())],
-            Auth::PrivateKey {
-                path,
-                passphrase_file,
-            } => {
-                let mut v = vec![("private_key", path.as_path())];
-                if let Some(p) = passphrase_file {
-                    v.push(("passphrase_file", p.as_path()));
+            Auth::PasswordFrom(s) => vec![(s.key("password_file", "password_credential"), s)],
+            Auth::PrivateKey { key, passphrase } => {
+                let mut v = vec![(key.key("private_key", "private_key_credential"), key)];
+                if let Some(p) = passphrase {
+                    v.push((p.key("passphrase_file", "passphrase_credential"), p));
                 }
                 v
             }
         };
-        for (field, file) in files {
+        for (field, source) in sources {
+            let key = format!("intersections[{i}].{field}");
+            let file = match source.path() {
+                Ok(file) => file,
+                Err(e) => {
+                    let line = lines.get(&key).copied();
+                    match e.why {
+                        // Outside any unit: expected, a note, not an error.
+                        credentials::Unavailable::NoDirectory => {
+                            let note = ConfigError::new(
+                                &config.source,
+                                Some(key),
+                                line,
+                                format!(
+                                    "credential {name:?} cannot be seen here: ${var} is not \
+                                     set. That is expected outside the unit: systemd hands \
+                                     credentials only to v2x-data-sftp-client.service, which \
+                                     must load it (LoadCredentialEncrypted={name}:PATH in a \
+                                     drop-in), and a pass it starts reads it there",
+                                    name = e.name,
+                                    var = credentials::DIRECTORY_VARIABLE,
+                                ),
+                            );
+                            out.unseen_credentials.push(note.to_string());
+                        }
+                        // Inside a unit that loads credentials, but not this
+                        // one: a real mistake.
+                        credentials::Unavailable::NotLoaded { .. } => {
+                            out.errors.push(ConfigError::new(
+                                &config.source,
+                                Some(key),
+                                line,
+                                format!(
+                                    "{e}; intersection {:?} cannot authenticate until this is \
+                                     fixed",
+                                    intersection.name
+                                ),
+                            ));
+                        }
+                    }
+                    continue;
+                }
+            };
+            let file = file.as_path();
             if let Err(why) = check_readable_file(file) {
                 let key = format!("intersections[{i}].{field}");
                 let line = lines.get(&key).copied();
-                errors.push(ConfigError::new(
+                out.errors.push(ConfigError::new(
                     &config.source,
                     Some(key),
                     line,
@@ -245,7 +342,7 @@ pub fn check_secret_files(config: &Config) -> Vec<ConfigError> {
             }
         }
     }
-    errors
+    out
 }
 
 /// Opens the file for reading, the way the connect code will.
@@ -283,6 +380,18 @@ fn secret_file_lines(source: &Path) -> HashMap<String, usize> {
             for item in [&i.password_file, &i.private_key, &i.passphrase_file]
                 .into_iter()
                 .flatten()
+            {
+                if let Some(line) = item.line {
+                    lines.insert(item.key.clone(), line);
+                }
+            }
+            for item in [
+                &i.password_credential,
+                &i.private_key_credential,
+                &i.passphrase_credential,
+            ]
+            .into_iter()
+            .flatten()
             {
                 if let Some(line) = item.line {
                     lines.insert(item.key.clone(), line);

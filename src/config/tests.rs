@@ -88,6 +88,9 @@ retry_backoff = "1m"
 min_age = "0s"
 min_free_space = "500MB"
 max_listed_entries = 50000
+ciphers = ["aes256-gcm@openssh.com", "aes128-ctr"]
+macs = ["hmac-sha2-512-etm@openssh.com"]
+kex_algorithms = ["ecdh-sha2-nistp256", "curve25519-sha256"]
 verify = "sha256"
 
 [[intersections]]
@@ -140,6 +143,11 @@ v2x_data_location = "/v/c"
             min_age: Duration::ZERO,
             min_free_bytes: 500_000_000,
             max_listed_entries: 50_000,
+            algorithms: Algorithms {
+                ciphers: vec!["aes256-gcm@openssh.com".into(), "aes128-ctr".into()],
+                macs: vec!["hmac-sha2-512-etm@openssh.com".into()],
+                kex: vec!["ecdh-sha2-nistp256".into(), "curve25519-sha256".into()],
+            },
             verify: Verify::Sha256,
         }
     );
@@ -159,10 +167,114 @@ v2x_data_location = "/v/c"
     assert_eq!(a.v2x_data_location, "/v/a");
     assert_eq!(a.compression, Some(true));
     assert_eq!((b.port, b.compression), (22, None));
-    assert!(matches!(&b.auth, Auth::PasswordFile(p) if p == Path::new("/etc/v2x/b.pw")));
     assert!(
-        matches!(&cc.auth, Auth::PrivateKey { path, passphrase_file: Some(pp) }
-        if path == Path::new("/etc/v2x/c.key") && pp == Path::new("/etc/v2x/c.pass"))
+        matches!(&b.auth, Auth::PasswordFrom(SecretSource::File(p)) if p == Path::new("/etc/v2x/b.pw"))
+    );
+    assert!(matches!(&cc.auth, Auth::PrivateKey {
+            key: SecretSource::File(path),
+            passphrase: Some(SecretSource::File(pp)),
+        } if path == Path::new("/etc/v2x/c.key") && pp == Path::new("/etc/v2x/c.pass")));
+}
+
+#[test]
+fn secrets_can_be_systemd_credentials() {
+    let f = Fixture::new();
+    let dkey = f.write("d.key", "key");
+    let body = format!(
+        "{MINIMAL}\n[[intersections]]\nname = \"b\"\nhost = \"h\"\nusername = \"u\"\n\
+         password_credential = \"b-password\"\nv2x_data_location = \"/v\"\n\n\
+         [[intersections]]\nname = \"c\"\nhost = \"h\"\nusername = \"u\"\n\
+         private_key_credential = \"c-key\"\npassphrase_credential = \"c-pass\"\n\
+         v2x_data_location = \"/v\"\n\n\
+         [[intersections]]\nname = \"d\"\nhost = \"h\"\nusername = \"u\"\n\
+         private_key = {dkey:?}\npassphrase_credential = \"d-pass\"\n\
+         v2x_data_location = \"/v\"\n"
+    );
+    let c = f.load(&body).config;
+    let credential = |n: &str| SecretSource::Credential(n.into());
+    assert!(
+        matches!(&c.intersections[1].auth, Auth::PasswordFrom(s) if *s == credential("b-password"))
+    );
+    assert!(
+        matches!(&c.intersections[2].auth, Auth::PrivateKey { key, passphrase: Some(p) }
+        if *key == credential("c-key") && *p == credential("c-pass"))
+    );
+    assert!(
+        matches!(&c.intersections[3].auth, Auth::PrivateKey { key: SecretSource::File(_), passphrase: Some(p) }
+        if *p == credential("d-pass"))
+    );
+
+    // Outside a unit (the test's own environment) they are notes, not
+    // errors: systemd hands credentials to the unit only.
+    if std::env::var_os(credentials::DIRECTORY_VARIABLE).is_none() {
+        let check = check_secret_files(&c);
+        assert!(
+            check.errors.is_empty(),
+            "{}",
+            ConfigErrors(check.errors.clone())
+        );
+        assert_eq!(
+            check.unseen_credentials.len(),
+            4,
+            "{:?}",
+            check.unseen_credentials
+        );
+        let note = &check.unseen_credentials[0];
+        assert!(
+            note.contains("intersections[1].password_credential"),
+            "{note}"
+        );
+        assert!(note.contains(":15:"), "names the line: {note}");
+        assert!(
+            note.contains("\"b-password\" cannot be seen here"),
+            "{note}"
+        );
+        assert!(note.contains("That is expected outside the unit"), "{note}");
+        assert!(
+            note.contains("LoadCredentialEncrypted=b-password:PATH"),
+            "{note}"
+        );
+    }
+}
+
+#[test]
+fn credential_names_and_combinations_are_checked() {
+    let f = Fixture::new();
+    for (auth, key, needle) in [
+        (
+            "password_credential = \"a/b\"",
+            "password_credential",
+            "plain file name",
+        ),
+        (
+            "password_credential = \"\"",
+            "password_credential",
+            "is empty",
+        ),
+        (
+            "password_credential = \"p\"\npassphrase_credential = \"x\"",
+            "passphrase_credential",
+            "without private_key",
+        ),
+        (
+            "private_key_credential = \"k\"\npassphrase_credential = \"x\"\npassphrase_file = \"/x\"",
+            "passphrase_credential",
+            "not both",
+        ),
+    ] {
+        let e = f.errors(&MINIMAL.replace("password = \"secret\"", auth));
+        let e = find(&e, &format!("intersections[0].{key}"));
+        assert!(e.message.contains(needle), "{auth}: {e}");
+    }
+    let e = f.errors(&MINIMAL.replace(
+        "password = \"secret\"",
+        "password_credential = \"p\"\nprivate_key_credential = \"k\"",
+    ));
+    let e = find(&e, "intersections[0]");
+    assert!(
+        e.message
+            .contains("found password_credential and private_key_credential"),
+        "{e}"
     );
 }
 
@@ -518,6 +630,33 @@ fn bad_start_times_are_errors() {
 }
 
 #[test]
+fn algorithm_lists_are_checked_against_what_the_client_supports() {
+    let f = Fixture::new();
+    let e = f.errors(&format!(
+        "{MINIMAL}\n[transfer]\nciphers = [\"aes128-ctr\", \"aes128-cbc-typo\", \"aes128-ctr\"]\n\
+         macs = []\nkex_algorithms = [\"sntrup761x25519-sha512@openssh.com\"]\n"
+    ));
+    let typo = find(&e, "transfer.ciphers[1]");
+    assert!(
+        typo.message
+            .contains("not an algorithm this client supports"),
+        "{typo}"
+    );
+    assert!(
+        typo.message.contains("aes256-ctr"),
+        "lists what is supported: {typo}"
+    );
+    assert!(typo.line.is_some());
+    assert!(find(&e, "transfer.ciphers[2]").message.contains("twice"));
+    assert!(find(&e, "transfer.macs").message.contains("is empty"));
+    assert!(
+        find(&e, "transfer.kex_algorithms[0]")
+            .message
+            .contains("not an algorithm")
+    );
+}
+
+#[test]
 fn elements_are_checked() {
     let f = Fixture::new();
     let e = f.errors(&format!("elements = []\n{MINIMAL}"));
@@ -743,7 +882,7 @@ fn check_secret_files_reports_missing_and_unusable_files() {
         f.dir.path()
     );
     let c = f.load(&body).config;
-    let e = check_secret_files(&c);
+    let e = check_secret_files(&c).errors;
     assert_eq!(e.len(), 2, "{}", ConfigErrors(e.clone()));
     assert_eq!(
         e[0].key.as_deref(),
@@ -757,7 +896,7 @@ fn check_secret_files_reports_missing_and_unusable_files() {
     // A key file nobody may read (root reads anything, so only check otherwise).
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o000)).expect("chmod");
     if std::fs::File::open(&key).is_err() {
-        let e = check_secret_files(&c);
+        let e = check_secret_files(&c).errors;
         assert!(
             e.iter()
                 .any(|e| e.key.as_deref() == Some("intersections[1].private_key")

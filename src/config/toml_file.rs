@@ -53,6 +53,9 @@ pub struct RawTransfer {
     pub min_age: Option<Spanned<String>>,
     pub min_free_space: Option<Spanned<RawSize>>,
     pub max_listed_entries: Option<Spanned<i64>>,
+    pub ciphers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub macs: Option<Spanned<Vec<Spanned<String>>>>,
+    pub kex_algorithms: Option<Spanned<Vec<Spanned<String>>>>,
     pub verify: Option<Spanned<String>>,
 }
 
@@ -81,6 +84,10 @@ pub struct RawIntersection {
     pub password_file: Option<Spanned<String>>,
     pub private_key: Option<Spanned<String>>,
     pub passphrase_file: Option<Spanned<String>>,
+    /// systemd credential names (`$CREDENTIALS_DIRECTORY/<name>`).
+    pub password_credential: Option<Spanned<String>>,
+    pub private_key_credential: Option<Spanned<String>>,
+    pub passphrase_credential: Option<Spanned<String>>,
     pub v2x_data_location: Option<Spanned<String>>,
     #[serde(rename = "v2x-data_location")]
     pub v2x_data_location_legacy: Option<Spanned<String>>,
@@ -197,6 +204,18 @@ impl Converter<'_> {
         Item::new(s.into_inner(), key, line)
     }
 
+    /// A list of strings, each item keyed `KEY[N]`.
+    fn list(&self, list: Spanned<Vec<Spanned<String>>>, key: &str) -> Item<Vec<Item<String>>> {
+        let line = self.line(list.span());
+        let items = list
+            .into_inner()
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| self.item(e, format!("{key}[{i}]")))
+            .collect();
+        Item::new(items, key, line)
+    }
+
     fn path(&self, s: Spanned<String>, key: impl Into<String>) -> Item<PathBuf> {
         let item = self.item(s, key);
         Item::new(PathBuf::from(item.value), item.key, item.line)
@@ -207,16 +226,7 @@ impl Converter<'_> {
         d.data_directory = raw.data_directory.map(|s| self.path(s, "data_directory"));
         d.known_hosts = raw.known_hosts.map(|s| self.path(s, "known_hosts"));
         d.state_directory = raw.state_directory.map(|s| self.path(s, "state_directory"));
-        d.elements = raw.elements.map(|list| {
-            let line = self.line(list.span());
-            let items = list
-                .into_inner()
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| self.item(e, format!("elements[{i}]")))
-                .collect();
-            Item::new(items, "elements", line)
-        });
+        d.elements = raw.elements.map(|list| self.list(list, "elements"));
         d.start_time = raw.start_time.map(|s| {
             let item = self.item(s, "start_time");
             Item::new(StartInput::Text(item.value), item.key, item.line)
@@ -259,6 +269,11 @@ impl Converter<'_> {
                     };
                     Item::new(value, item.key, item.line)
                 }),
+                ciphers: t.ciphers.map(|l| self.list(l, &key("ciphers"))),
+                macs: t.macs.map(|l| self.list(l, &key("macs"))),
+                kex_algorithms: t
+                    .kex_algorithms
+                    .map(|l| self.list(l, &key("kex_algorithms"))),
             };
         }
         d.intersections = raw.intersections.map(|list| {
@@ -312,6 +327,15 @@ impl Converter<'_> {
         d.passphrase_file = raw
             .passphrase_file
             .map(|s| self.path(s, d.field("passphrase_file")));
+        d.password_credential = raw
+            .password_credential
+            .map(|s| self.item(s, d.field("password_credential")));
+        d.private_key_credential = raw
+            .private_key_credential
+            .map(|s| self.item(s, d.field("private_key_credential")));
+        d.passphrase_credential = raw
+            .passphrase_credential
+            .map(|s| self.item(s, d.field("passphrase_credential")));
         d.v2x_data_location = self.one_of(
             &d,
             raw.v2x_data_location,

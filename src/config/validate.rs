@@ -593,7 +593,79 @@ fn transfer(r: &mut Report<'_>, t: &TransferDraft) -> Transfer {
             ),
         }
     }
+    for (kind, item, slot) in [
+        (
+            algorithms::Kind::Cipher,
+            &t.ciphers,
+            &mut out.algorithms.ciphers,
+        ),
+        (algorithms::Kind::Mac, &t.macs, &mut out.algorithms.macs),
+        (
+            algorithms::Kind::Kex,
+            &t.kex_algorithms,
+            &mut out.algorithms.kex,
+        ),
+    ] {
+        if let Some(item) = item
+            && let Some(list) = algorithm_list(r, kind, item)
+        {
+            *slot = list;
+        }
+    }
     out
+}
+
+/// An ordered list of SSH algorithm names, each one this build supports.
+fn algorithm_list(
+    r: &mut Report<'_>,
+    kind: algorithms::Kind,
+    item: &Item<Vec<Item<String>>>,
+) -> Option<Vec<String>> {
+    let defaults = kind.defaults();
+    if item.value.is_empty() {
+        r.at(
+            item,
+            format!(
+                "is empty; list at least one, most preferred first, or remove the key to use \
+                 the measured default ({})",
+                defaults.join(", ")
+            ),
+        );
+        return None;
+    }
+    let supported = algorithms::supported(kind);
+    let mut ok = true;
+    let mut seen: HashMap<&str, Option<usize>> = HashMap::new();
+    for e in &item.value {
+        if let Some(supported) = &supported
+            && !supported.contains(&e.value.as_str())
+        {
+            r.at(
+                e,
+                format!(
+                    "{:?} is not an algorithm this client supports; it supports: {}",
+                    e.value,
+                    supported.join(", ")
+                ),
+            );
+            ok = false;
+        } else if let Some(first) = seen.get(e.value.as_str()) {
+            r.at(
+                e,
+                format!(
+                    "{:?} is listed twice{}; remove one",
+                    e.value,
+                    first
+                        .map(|l| format!(" (first on line {l})"))
+                        .unwrap_or_default()
+                ),
+            );
+            ok = false;
+        } else {
+            seen.insert(&e.value, e.line);
+        }
+    }
+    ok.then(|| item.value.iter().map(|e| e.value.clone()).collect())
 }
 
 /// A required key of an intersection, or an error naming it.
@@ -782,23 +854,51 @@ fn intersections(
 
 fn auth(r: &mut Report<'_>, d: &IntersectionDraft) -> Option<Auth> {
     let mut given = Vec::new();
-    if d.password.is_some() {
-        given.push("password");
+    for (set, key) in [
+        (d.password.is_some(), "password"),
+        (d.password_file.is_some(), "password_file"),
+        (d.password_credential.is_some(), "password_credential"),
+        (d.private_key.is_some(), "private_key"),
+        (d.private_key_credential.is_some(), "private_key_credential"),
+    ] {
+        if set {
+            given.push(key);
+        }
     }
-    if d.password_file.is_some() {
-        given.push("password_file");
-    }
-    if d.private_key.is_some() {
-        given.push("private_key");
-    }
+    let has_key = d.private_key.is_some() || d.private_key_credential.is_some();
     let mut ok = true;
-    if let Some(item) = &d.passphrase_file
-        && d.private_key.is_none()
-    {
-        r.at(
-            item,
-            "is set without private_key; it only unlocks a private key, so add private_key \
-             or remove it",
+    for (item, key) in [
+        (
+            d.passphrase_file.as_ref().map(|i| (i.key.as_str(), i.line)),
+            "passphrase_file",
+        ),
+        (
+            d.passphrase_credential
+                .as_ref()
+                .map(|i| (i.key.as_str(), i.line)),
+            "passphrase_credential",
+        ),
+    ] {
+        if let Some((at, line)) = item
+            && !has_key
+        {
+            r.key(
+                at,
+                line,
+                format!(
+                    "{key} is set without private_key or private_key_credential; it only \
+                     unlocks a private key, so add one or remove it"
+                ),
+            );
+            ok = false;
+        }
+    }
+    if d.passphrase_file.is_some() && d.passphrase_credential.is_some() {
+        let item = d.passphrase_credential.as_ref();
+        r.key(
+            item.map_or(d.key.as_str(), |i| i.key.as_str()),
+            item.and_then(|i| i.line),
+            "give the passphrase once: passphrase_file or passphrase_credential, not both",
         );
         ok = false;
     }
@@ -815,6 +915,20 @@ fn auth(r: &mut Report<'_>, d: &IntersectionDraft) -> Option<Auth> {
     let password_file = path(&d.password_file);
     let private_key = path(&d.private_key);
     let passphrase_file = path(&d.passphrase_file);
+    let mut credential = |item: &Option<Item<String>>| match item {
+        None => None,
+        Some(item) => match credentials::check_name(&item.value) {
+            Ok(()) => Some(item.value.clone()),
+            Err(why) => {
+                r.at(item, why);
+                ok = false;
+                None
+            }
+        },
+    };
+    let password_credential = credential(&d.password_credential);
+    let private_key_credential = credential(&d.private_key_credential);
+    let passphrase_credential = credential(&d.passphrase_credential);
     if given.len() != 1 {
         let found = if given.is_empty() {
             "none is set".to_string()
@@ -825,8 +939,8 @@ fn auth(r: &mut Report<'_>, d: &IntersectionDraft) -> Option<Auth> {
             &d.key,
             d.line,
             format!(
-                "needs exactly one way to authenticate: set one of password, password_file or \
-                 private_key ({found})"
+                "needs exactly one way to authenticate: set one of password, password_file, \
+                 password_credential, private_key or private_key_credential ({found})"
             ),
         );
         return None;
@@ -836,20 +950,36 @@ fn auth(r: &mut Report<'_>, d: &IntersectionDraft) -> Option<Auth> {
     {
         r.at(
             item,
-            "is empty; give the password, or use password_file or private_key",
+            "is empty; give the password, or use password_file, password_credential or \
+             private_key",
         );
         return None;
     }
     if !ok {
         return None;
     }
-    match (&d.password, password_file, private_key, passphrase_file) {
-        (Some(item), _, _, _) => Some(Auth::Password(item.value.clone())),
-        (None, Some(Some(p)), _, _) => Some(Auth::PasswordFile(p)),
-        (None, _, Some(Some(path)), Some(passphrase_file)) => Some(Auth::PrivateKey {
-            path,
-            passphrase_file,
-        }),
+    let passphrase = match (passphrase_file, passphrase_credential) {
+        (Some(Some(p)), _) => Some(SecretSource::File(p)),
+        (_, Some(name)) => Some(SecretSource::Credential(name)),
         _ => None,
+    };
+    if let Some(item) = &d.password {
+        return Some(Auth::Password(item.value.clone()));
     }
+    if let Some(Some(p)) = password_file {
+        return Some(Auth::PasswordFrom(SecretSource::File(p)));
+    }
+    if let Some(name) = password_credential {
+        return Some(Auth::PasswordFrom(SecretSource::Credential(name)));
+    }
+    if let Some(Some(p)) = private_key {
+        return Some(Auth::PrivateKey {
+            key: SecretSource::File(p),
+            passphrase,
+        });
+    }
+    private_key_credential.map(|name| Auth::PrivateKey {
+        key: SecretSource::Credential(name),
+        passphrase,
+    })
 }

@@ -35,8 +35,16 @@ pub mod scripted;
 /// Bulk reads are only fast with the vendored libssh2 that decrypts a
 /// packet in one call rather than 16 bytes at a time (about 40% of the
 /// client's CPU on a 1 GiB file; vendor/libssh2-sys/PATCHES.md). Naming its
-/// marker here makes a build against the unpatched crate fail loudly.
+/// marker here makes a build against the unpatched crate fail loudly, and
+/// [`linked_libssh2_patches`] makes a binary linked against any other
+/// libssh2 fail to link.
 const _LIBSSH2_PATCHES: &str = libssh2_sys::V2X_PATCHES;
+
+/// The patches the linked libssh2 carries (the vendored copy answers
+/// [`libssh2_sys::V2X_PATCHES`]). Logged once per pass at debug level.
+pub fn linked_libssh2_patches() -> &'static str {
+    libssh2_sys::v2x_patches()
+}
 
 /// Packet types (section 3).
 mod fxp {
@@ -772,6 +780,13 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 mod tests {
+    /// The binary runs the vendored, patched libssh2 and no other: the C
+    /// side of the patch answers, and with the marker the Rust side expects.
+    #[test]
+    fn the_linked_libssh2_is_the_patched_vendored_copy() {
+        assert_eq!(super::linked_libssh2_patches(), libssh2_sys::V2X_PATCHES);
+    }
+
     use super::*;
 
     fn attrs_bytes(size: u64, perm: u32, mtime: u32) -> Vec<u8> {

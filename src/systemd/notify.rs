@@ -4,6 +4,13 @@
 //! `NotifyAccess=main`; a pass that keeps moving bytes keeps pushing its
 //! deadline out, a pass that stalls is stopped by systemd once the window
 //! and the last extension have both run out.
+//!
+//! Spoken here rather than through the `sd-notify` crate (0.5), whose
+//! `notify()` opens a new blocking socket for every message: a notify socket
+//! that fills up while PID 1 is busy would then stall a worker mid-transfer,
+//! and an abstract `@name` socket cannot be reached at all. This keeps one
+//! non-blocking socket, so a message that cannot go is dropped, never waited
+//! on.
 
 use std::io::{self};
 use std::os::unix::net::{SocketAddr, UnixDatagram};

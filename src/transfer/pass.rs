@@ -50,6 +50,10 @@ pub fn run(
 ) -> RunReport {
     let started = unix_now();
     let clock = Instant::now();
+    tracing::debug!(
+        patches = crate::ssh::sftp::linked_libssh2_patches(),
+        "linked libssh2"
+    );
     let pass = pass_id(started);
     // No ledger, no deletes: every intersection fails with its data kept.
     let ledger = match Ledger::open(&config.state_directory) {

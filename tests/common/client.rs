@@ -18,6 +18,10 @@ pub enum TestAuth {
     Password(String),
     PasswordFile(PathBuf),
     Key(PathBuf, Option<PathBuf>),
+    /// `password_credential = NAME`.
+    PasswordCredential(String),
+    /// `private_key_credential = NAME`, `passphrase_credential = NAME`.
+    KeyCredential(String, Option<String>),
 }
 
 /// One `[[intersections]]` table.
@@ -199,6 +203,15 @@ impl Client {
                     let _ = writeln!(s, "private_key = {:?}", k.display().to_string());
                     if let Some(p) = pass {
                         let _ = writeln!(s, "passphrase_file = {:?}", p.display().to_string());
+                    }
+                }
+                TestAuth::PasswordCredential(name) => {
+                    let _ = writeln!(s, "password_credential = {name:?}");
+                }
+                TestAuth::KeyCredential(name, pass) => {
+                    let _ = writeln!(s, "private_key_credential = {name:?}");
+                    if let Some(p) = pass {
+                        let _ = writeln!(s, "passphrase_credential = {p:?}");
                     }
                 }
             }

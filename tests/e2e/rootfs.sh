@@ -13,8 +13,9 @@ SUITE=bookworm
 # systemd(-sysv) to boot; dbus for systemctl/systemd-analyze over the bus;
 # openssh-server for the simulated intersections (sshd, sftp-server,
 # ssh-keygen, ssh-keyscan); python3-minimal for a throttling SFTP wrapper;
-# procps for ps in diagnostics.
-PACKAGES=systemd,systemd-sysv,dbus,openssh-server,openssh-client,python3-minimal,procps
+# procps for ps in diagnostics; man-db to read the installed man page as an
+# operator would (`man v2x-data-sftp-client`).
+PACKAGES=systemd,systemd-sysv,dbus,openssh-server,openssh-client,python3-minimal,procps,man-db
 RECIPE_VERSION=1
 CACHE=${V2X_E2E_CACHE:-/var/cache/v2x-e2e}
 
@@ -88,9 +89,12 @@ rm -rf "$tmp/root/var/cache/apt/archives/"*.deb
 touch "$tmp/root/.v2x-e2e-complete"
 rm -rf "$dest"
 mv "$tmp/root" "$dest"
-# Trees of older recipes are dead weight.
+# Trees of older recipes are dead weight, unless a run of another checkout
+# (an older recipe) has one mounted as its container's lower layer right now.
 for old in "$CACHE"/rootfs-"$SUITE"-*; do
-    [ "$old" = "$dest" ] || rm -rf "$old"
+    [ "$old" = "$dest" ] && continue
+    grep -qF "lowerdir=$old," /proc/mounts && continue
+    rm -rf "$old"
 done
 log "built: $dest"
 echo "$dest"

@@ -791,3 +791,19 @@ pub fn init() {
 /// falls back to the unpatched crates.io copy fails instead of running
 /// slower.
 pub const V2X_PATCHES: &str = "bulk-decrypt";
+
+extern "C" {
+    /// Defined only in the patched C sources (libssh2/src/transport.c).
+    fn libssh2_v2x_patches() -> *const c_char;
+}
+
+/// The patches the *linked* libssh2 says it carries: [`V2X_PATCHES`] when it
+/// is this vendored copy. Any other libssh2 (a system one through
+/// `LIBSSH2_SYS_USE_PKG_CONFIG`, the crates.io crate) lacks the symbol, so a
+/// binary that calls this cannot link against it.
+pub fn v2x_patches() -> &'static str {
+    // SAFETY: the C function returns a pointer to a static NUL-terminated
+    // ASCII string.
+    let s = unsafe { std::ffi::CStr::from_ptr(libssh2_v2x_patches()) };
+    s.to_str().unwrap_or("")
+}

@@ -34,7 +34,8 @@
 //! intersection.
 //!
 //! Bounds: at most [`MAX_FILES`] files open, [`MAX_INFLIGHT`] bytes of reads
-//! requested and unanswered (well under the channel window, so the server
+//! requested and unanswered (less when many intersections run at once:
+//! [`inflight_per_intersection`]) (well under the channel window, so the server
 //! never blocks on us and we never deadlock on it), [`MAX_DIRS`] folders
 //! being listed, and `transfer.max_listed_entries` names listed. A listed
 //! file costs its name and 32 bytes here (size, mtime and folder index; its
@@ -76,6 +77,25 @@ pub const MAX_INFLIGHT: u64 = 2 << 20;
 pub const CHUNK: u32 = 255 << 10;
 /// Threads that fsync and rename finished files while the network goes on.
 pub const COMMIT_THREADS: usize = 4;
+/// Bytes of READs in flight and commit threads for the whole pass, shared by
+/// the intersections worked on at once: at `parallel_intersections = 64`
+/// a pass would otherwise hold 64 x [`MAX_INFLIGHT`] of answers that a
+/// CPU-starved client has not read yet (libssh2 queues each packet) and 256
+/// commit threads. At the default of 4 each intersection keeps the full
+/// [`MAX_INFLIGHT`] and [`COMMIT_THREADS`].
+pub const PASS_INFLIGHT: u64 = 32 << 20;
+pub const PASS_COMMIT_THREADS: usize = 16;
+
+/// [`MAX_INFLIGHT`] for one of `parallel` intersections: at least 256 KiB
+/// (a 40 ms round trip then still carries 6 MB/s).
+pub fn inflight_per_intersection(parallel: usize) -> u64 {
+    (PASS_INFLIGHT / parallel.max(1) as u64).clamp(256 << 10, MAX_INFLIGHT)
+}
+
+/// [`COMMIT_THREADS`] for one of `parallel` intersections: at least one.
+pub fn commit_threads_per_intersection(parallel: usize) -> usize {
+    (PASS_COMMIT_THREADS / parallel.max(1)).clamp(1, COMMIT_THREADS)
+}
 /// Folders listed at once.
 pub const MAX_DIRS: usize = 64;
 
@@ -215,6 +235,8 @@ pub struct Engine<'a, 'c> {
     /// READs are issued in).
     reading: Vec<usize>,
     inflight: u64,
+    /// This intersection's share of [`PASS_INFLIGHT`].
+    max_inflight: u64,
     // ---- commit and delete ----
     commits: CommitPool,
     /// Per file being committed: bytes an earlier pass had fetched, and
@@ -260,7 +282,11 @@ impl<'a, 'c> Engine<'a, 'c> {
             files: HashMap::new(),
             reading: Vec::new(),
             inflight: 0,
-            commits: CommitPool::new(COMMIT_THREADS, ctx.config.transfer.io_timeout),
+            max_inflight: inflight_per_intersection(ctx.config.transfer.parallel_intersections),
+            commits: CommitPool::new(
+                commit_threads_per_intersection(ctx.config.transfer.parallel_intersections),
+                ctx.config.transfer.io_timeout,
+            ),
             resumed: HashMap::new(),
             local_failures_in_a_row: 0,
             level: Level::Size,

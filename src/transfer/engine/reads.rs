@@ -8,9 +8,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::atomic::Ordering;
 
-use super::{
-    Active, CHUNK, Engine, FileState, HASH_BATCH, MAX_FILES, MAX_INFLIGHT, NO_BATCH, Op, Trouble,
-};
+use super::{Active, CHUNK, Engine, FileState, HASH_BATCH, MAX_FILES, NO_BATCH, Op, Trouble};
 use crate::common::clock::unix_now;
 use crate::error::Disposition;
 use crate::landing::{LandingError, free_bytes};
@@ -37,7 +35,7 @@ impl Engine<'_, '_> {
                 return Err(Stop::cancelled());
             }
             while self.files.len() + self.commits.pending() < MAX_FILES
-                && self.inflight < MAX_INFLIGHT
+                && self.inflight < self.max_inflight
             {
                 let Some(job) = queue.pop_front() else { break };
                 if self.level == Level::Sha256 && !self.batch_of.contains_key(&job) {
@@ -215,7 +213,7 @@ impl Engine<'_, '_> {
     /// they were admitted; a file whose reads are over moves on to closing.
     fn request_reads(&mut self) {
         for &j in &self.reading {
-            if self.inflight >= MAX_INFLIGHT {
+            if self.inflight >= self.max_inflight {
                 break;
             }
             let Some(a) = self.files.get_mut(&j) else {
@@ -228,7 +226,7 @@ impl Engine<'_, '_> {
                 continue;
             }
             let size = self.tree.jobs[j].size;
-            while a.next_req < size && self.inflight < MAX_INFLIGHT {
+            while a.next_req < size && self.inflight < self.max_inflight {
                 let len = u32::try_from((size - a.next_req).min(u64::from(CHUNK))).unwrap_or(CHUNK);
                 let id = self.wire.send_read(handle, a.next_req, len);
                 self.ops.insert(

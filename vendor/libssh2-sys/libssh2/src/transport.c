@@ -127,6 +127,16 @@ static void transport_debugdump(LIBSSH2_SESSION *session, const char *desc,
 #define CRYPT_FLAG_R(session, flag) \
     ((session)->remote.crypt && ((session)->remote.crypt->flags & (flag)))
 
+/* v2x-data-sftp-client patch (see vendor/libssh2-sys/PATCHES.md): names
+   the patches compiled into this copy. The Rust side calls it (lib.rs,
+   v2x_patches()), so a binary linked against any other libssh2 fails to
+   link, and a test compares the answer with what lib.rs expects. */
+const char *libssh2_v2x_patches(void);
+const char *libssh2_v2x_patches(void)
+{
+    return "bulk-decrypt";
+}
+
 /* transport_decrypt() decrypts 'len' bytes from 'source' to 'dest' in units of
  * blocksize.
  *
