@@ -1611,6 +1611,8 @@ mod tests {
 
     #[test]
     fn the_hash_covers_every_byte_landed_a_resumed_prefix_and_direct_writes_included() {
+        // Direct buffers are counted process-wide: not beside the tests that count them.
+        let _serial = DIRECT_TESTS.lock().unwrap_or_else(|p| p.into_inner());
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         // Big enough for direct writes, resumed at an unaligned offset.
