@@ -225,7 +225,7 @@ fn shipped_config_example_is_valid_when_uncommented() {
     let dir = tempfile::tempdir().unwrap();
     let shipped = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/packaging/config.toml"
+        "/packaging/config.example.toml"
     ))
     .unwrap();
     let kh = empty_known_hosts(dir.path());

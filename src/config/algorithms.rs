@@ -143,13 +143,13 @@ mod tests {
     /// The commented example in the shipped config shows the real defaults.
     #[test]
     fn shipped_config_example_lists_the_defaults() {
-        let shipped = include_str!("../../packaging/config.toml");
+        let shipped = include_str!("../../packaging/config.example.toml");
         for kind in [Kind::Cipher, Kind::Mac, Kind::Kex] {
             let quoted: Vec<String> = kind.defaults().iter().map(|d| format!("{d:?}")).collect();
             let line = format!("#{} = [{}]", kind.key(), quoted.join(", "));
             assert!(
                 shipped.contains(&line),
-                "packaging/config.toml lacks: {line}"
+                "packaging/config.example.toml lacks: {line}"
             );
         }
     }
