@@ -12,8 +12,9 @@
 //!
 //! Where a newcomer finds the three places that decide about data:
 //! a file is **classified** in `transfer/classify.rs` (and `transfer/rules.rs`
-//! says whether it is taken tonight), it is **landed** in `landing/`, and the
-//! one **remote delete** is `transfer/engine/commit.rs`.
+//! says whether it is taken tonight), it is **landed** in `landing/` (and
+//! hashed as it is written), **recorded** in `ledger/` before anything is
+//! removed, and the one **remote delete** is `transfer/engine/commit.rs`.
 //!
 //! **The layer rule** (checked by `tests/layers.rs`): the folders below are
 //! layers, lowest first. A module uses its own layer and the layers above

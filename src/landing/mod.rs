@@ -1026,9 +1026,10 @@ fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
 /// on the engine's thread, which also decrypts, hashing a GiB would add its
 /// half second to the transfer instead of running beside it.
 const HASH_THREAD_MIN: u64 = 4 << 20;
-/// Buffers waiting for the hash thread at most (about 4 MiB): past that the
-/// writer waits, so a slow hash cannot grow memory.
-const HASH_QUEUE: usize = 16;
+/// Buffers waiting for a hash thread at most (about 1 MiB): past that the
+/// writer waits, so a slow hash cannot grow memory (64 big files at once
+/// hold 64 MiB at the very worst, and the reads in flight are far fewer).
+const HASH_QUEUE: usize = 4;
 
 /// A partial's SHA-256, in the writer's thread or on one of its own.
 enum Hashing {
@@ -1610,6 +1611,8 @@ mod tests {
 
     #[test]
     fn the_hash_covers_every_byte_landed_a_resumed_prefix_and_direct_writes_included() {
+        // Direct buffers are counted process-wide: not beside the tests that count them.
+        let _serial = DIRECT_TESTS.lock().unwrap_or_else(|p| p.into_inner());
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         // Big enough for direct writes, resumed at an unaligned offset.
