@@ -285,32 +285,17 @@ mod tests {
 
     fn report() -> RunReport {
         let ix = |name: &str, outcome, last| IntersectionReport {
-            name: name.into(),
-            host: "h".into(),
             outcome,
-            started: 1_700_000_000,
             seconds: 2.5,
             files: 3,
             bytes: 4096,
-            already_present: 0,
-            resumed_bytes: 0,
-            skipped: vec![],
             errors: if outcome == Outcome::Ok {
                 vec![]
             } else {
                 vec!["x".into()]
             },
             last_success: last,
-            rtt_ms: None,
-            stopped_by: None,
-            read_bytes: 0,
-            last_data: None,
-            first_pass: None,
-            backlog: None,
-            deferred: None,
-            remote_space: None,
-            recorded: 0,
-            verification: None,
+            ..IntersectionReport::starting(name, "h", 1_700_000_000)
         };
         RunReport {
             pass: String::new(),

@@ -189,6 +189,37 @@ pub struct IntersectionReport {
     pub verification: Option<String>,
 }
 
+impl IntersectionReport {
+    /// An intersection's report before anything happened: `ok`, nothing
+    /// landed, nothing measured. Every other field is filled in by the pass.
+    pub fn starting(name: &str, host: &str, started: u64) -> IntersectionReport {
+        IntersectionReport {
+            name: name.to_string(),
+            host: host.to_string(),
+            outcome: Outcome::Ok,
+            started,
+            seconds: 0.0,
+            files: 0,
+            bytes: 0,
+            already_present: 0,
+            resumed_bytes: 0,
+            skipped: Vec::new(),
+            errors: Vec::new(),
+            last_success: None,
+            rtt_ms: None,
+            stopped_by: None,
+            read_bytes: 0,
+            last_data: None,
+            first_pass: None,
+            backlog: None,
+            deferred: None,
+            remote_space: None,
+            recorded: 0,
+            verification: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
     /// The pass's id, as its ledger records name it (`pass`).
@@ -640,28 +671,12 @@ mod tests {
 
     fn ix(name: &str, outcome: Outcome, last: Option<u64>) -> IntersectionReport {
         IntersectionReport {
-            name: name.into(),
-            host: "h".into(),
             outcome,
-            started: 0,
             seconds: 1.0,
             files: 2,
             bytes: 2048,
-            already_present: 0,
-            resumed_bytes: 0,
-            skipped: vec![],
-            errors: vec![],
             last_success: last,
-            rtt_ms: None,
-            stopped_by: None,
-            read_bytes: 0,
-            last_data: None,
-            first_pass: None,
-            backlog: None,
-            deferred: None,
-            remote_space: None,
-            recorded: 0,
-            verification: None,
+            ..IntersectionReport::starting(name, "h", 0)
         }
     }
 

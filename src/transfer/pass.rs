@@ -172,30 +172,7 @@ pub fn pass_id(started: u64) -> String {
 
 impl IntersectionReport {
     pub fn new(ix: &Intersection) -> IntersectionReport {
-        IntersectionReport {
-            name: ix.name.clone(),
-            host: ix.host.clone(),
-            outcome: Outcome::Ok,
-            started: unix_now(),
-            seconds: 0.0,
-            files: 0,
-            bytes: 0,
-            already_present: 0,
-            resumed_bytes: 0,
-            skipped: Vec::new(),
-            errors: Vec::new(),
-            last_success: None,
-            rtt_ms: None,
-            stopped_by: None,
-            read_bytes: 0,
-            last_data: None,
-            first_pass: None,
-            backlog: None,
-            deferred: None,
-            remote_space: None,
-            recorded: 0,
-            verification: None,
-        }
+        IntersectionReport::starting(&ix.name, &ix.host, unix_now())
     }
 
     fn failed(ix: &Intersection, why: &str) -> IntersectionReport {
