@@ -211,7 +211,6 @@ fn hostile_remote_names_hash_correctly_and_run_nothing() {
     )
     .expect("a session");
     let wire = remote.channel();
-    wire.hash_probe().expect("this account may run sha256sum");
     let paths: Vec<Vec<u8>> = names
         .iter()
         .map(|n| {
@@ -223,10 +222,14 @@ fn hostile_remote_names_hash_correctly_and_run_nothing() {
         })
         .collect();
     let refs: Vec<&[u8]> = paths.iter().map(Vec::as_slice).collect();
-    // Both hashers: the probe's choice (OpenSSL here) and the fallback.
-    for tool in [Tool::OpenSsl, Tool::Sha256sum] {
-        wire.hash_with(tool);
+    // The first batch, which finds out the hasher (OpenSSL here) with
+    // `/dev/null` among the hostile names; then each hasher by name.
+    for tool in [None, Some(Tool::OpenSsl), Some(Tool::Sha256sum)] {
+        if let Some(tool) = tool {
+            wire.hash_with(tool);
+        }
         let batch = wire.hash_start(&refs).expect("the hasher started");
+        wire.hash_settle().expect("this account may hash files");
         for (name, path) in names.iter().zip(&paths) {
             let got = wire.hash_of(batch, path).expect("a hash");
             let want = tree

@@ -150,24 +150,13 @@ fn pipe(
 
 impl Drop for SlowLink {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
-        for s in self.shared.socks.lock().expect("lock").drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-        let threads: Vec<_> = self
-            .shared
-            .threads
-            .lock()
-            .expect("lock")
-            .drain(..)
-            .collect();
-        for t in threads {
-            let _ = t.join();
-        }
+        shut_down_proxy(
+            &self.shared.stop,
+            self.addr,
+            self.accept.take(),
+            &self.shared.socks,
+            &self.shared.threads,
+        );
     }
 }
 
@@ -737,17 +726,7 @@ fn no_data_and_stale_in_status_and_the_alert_rules_fire_on_real_metrics() {
 
     // The shipped rules, checked and run on these very metrics.
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/prometheus-alerts.yml");
-    let check = Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(&rules)
-        .output()
-        .expect("promtool (Debian package prometheus, .ci/install-deps)");
-    assert!(
-        check.status.success(),
-        "{}{}",
-        stdout(&check),
-        stderr(&check)
-    );
+    promtool("check", &rules, "");
     let test = promtool_test(
         &rules,
         &metrics,
@@ -759,15 +738,21 @@ fn no_data_and_stale_in_status_and_the_alert_rules_fire_on_real_metrics() {
     );
     let file = client.dir.path().join("alerts-test.yml");
     std::fs::write(&file, &test).expect("write");
-    let run = Command::new("promtool")
-        .args(["test", "rules"])
-        .arg(&file)
+    promtool("test", &file, &format!("\n--- test file\n{test}"));
+}
+
+/// `promtool <verb> rules FILE`, which must succeed; `context` follows
+/// promtool's own output in the failure message.
+fn promtool(verb: &str, file: &Path, context: &str) {
+    let out = Command::new("promtool")
+        .args([verb, "rules"])
+        .arg(file)
         .output()
-        .expect("promtool");
+        .expect("promtool (Debian package prometheus, .ci/install-deps)");
     assert!(
-        run.status.success(),
-        "promtool test rules:\n{}{}\n--- test file\n{test}",
-        stdout(&run),
-        stderr(&run)
+        out.status.success(),
+        "promtool {verb} rules:\n{}{}{context}",
+        stdout(&out),
+        stderr(&out)
     );
 }

@@ -25,9 +25,9 @@
 //! coming.
 //!
 //! An account that may not run commands (`ForceCommand internal-sftp`, a
-//! shell of `/bin/false`, no `sha256sum`) fails [`probe`]: the caller then
-//! falls back to checking sizes (`verify = "auto"`) or stops
-//! (`verify = "sha256"`).
+//! shell of `/bin/false`, no `sha256sum`) is found out by the first batch
+//! ([`Choice`]): the caller then falls back to checking sizes
+//! (`verify = "auto"`) or stops (`verify = "sha256"`).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -52,7 +52,7 @@ impl Tool {
         }
     }
 }
-/// SHA-256 of no bytes: what `/dev/null` hashes to, the probe's answer.
+/// SHA-256 of no bytes: what `/dev/null` hashes to, the first batch's check.
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 /// Most of a failing hasher's stderr kept for the message.
 const MAX_STDERR: usize = 2048;
@@ -67,37 +67,153 @@ pub enum HashError {
     /// The SSH session broke.
     #[error(transparent)]
     Session(#[from] SftpError),
+    /// This account cannot hash files at all (no hasher works: exec
+    /// refused, a forced `internal-sftp`, no `openssl` nor `sha256sum`).
+    #[error("this account cannot hash files on the coprocessor ({0})")]
+    NoHasher(String),
 }
 
-/// Which [`Tool`] the account may run: each in turn hashes `/dev/null` and
-/// must print the hash of nothing.
-///
-/// # Errors
-/// Why neither works, for the log: the exec was refused, the command
-/// printed something else (a forced `internal-sftp` reads the names as SFTP
-/// packets and prints nothing).
-pub fn probe(session: &Session) -> Result<Tool, String> {
-    let mut why = Vec::new();
-    for tool in [Tool::OpenSsl, Tool::Sha256sum] {
-        match probe_one(session, tool) {
-            Ok(()) => return Ok(tool),
-            Err(e) => why.push(e),
+/// The hashers tried, in order.
+const TOOLS: [Tool; 2] = [Tool::OpenSsl, Tool::Sha256sum];
+
+/// Which [`Tool`] this account may run, found out by the first batch itself
+/// rather than by a probe of its own: that batch hashes `/dev/null` before
+/// its files, and the hash of nothing coming back right confirms the tool.
+/// A separate probe cost a slow link three round trips (channel open, exec,
+/// answer) before the first file was even asked for; the first batch's
+/// answer is read while the files' data is already on its way.
+#[derive(Debug, Default)]
+pub enum Choice {
+    /// No batch started yet.
+    #[default]
+    Untried,
+    /// Batch `batch` runs `TOOLS[tool]` with `/dev/null` first; `why`
+    /// holds what the tools before it said.
+    Trying {
+        batch: u32,
+        tool: usize,
+        paths: Vec<Vec<u8>>,
+        why: Vec<String>,
+    },
+    Chosen(Tool),
+    /// Neither tool works for this account, and why.
+    Unusable(String),
+}
+
+impl Choice {
+    /// Starts batch number `batch` over `paths`: with the chosen tool, or,
+    /// when none is chosen yet, with the first tool whose exec is accepted,
+    /// `/dev/null` first ([`Choice::settle`] then reads that answer).
+    ///
+    /// # Errors
+    /// [`HashError::NoHasher`] when no tool can be started (or none worked
+    /// before); a refused exec of a chosen tool and a broken session as for
+    /// [`HashBatch::start`].
+    pub fn start(
+        &mut self,
+        session: &Session,
+        batch: u32,
+        paths: &[&[u8]],
+    ) -> Result<HashBatch, HashError> {
+        match self {
+            Choice::Chosen(tool) => HashBatch::start(session, *tool, paths),
+            Choice::Unusable(why) => Err(HashError::NoHasher(why.clone())),
+            Choice::Trying { .. } => Err(HashError::Unavailable(
+                "a hash batch was started before the hasher was settled (a bug, please report it)"
+                    .into(),
+            )),
+            Choice::Untried => {
+                let paths: Vec<Vec<u8>> = paths.iter().map(|p| p.to_vec()).collect();
+                self.try_from(session, batch, 0, paths, Vec::new())
+            }
         }
     }
-    Err(why.join("; "))
-}
 
-fn probe_one(session: &Session, tool: Tool) -> Result<(), String> {
-    let cmd = tool.command();
-    let mut batch = HashBatch::start(session, tool, &[b"/dev/null".as_slice()])
-        .map_err(|e| format!("cannot run `{cmd}`: {e}"))?;
-    match batch.hash_of(b"/dev/null") {
-        Ok(h) if hex(&h) == EMPTY_SHA256 => Ok(()),
-        Ok(h) => Err(format!(
-            "`{cmd}` hashed /dev/null as {} instead of {EMPTY_SHA256}",
-            hex(&h)
-        )),
-        Err(e) => Err(format!("`{cmd}` does not work for this account: {e}")),
+    /// The batch whose `/dev/null` answer is still to be read.
+    pub fn trying(&self) -> Option<u32> {
+        match self {
+            Choice::Trying { batch, .. } => Some(*batch),
+            _ => None,
+        }
+    }
+
+    /// Reads the `/dev/null` answer of the batch being tried (`current`),
+    /// replacing it with the next tool's run over the same files while the
+    /// answer is wrong. Does nothing once a tool is chosen.
+    ///
+    /// # Errors
+    /// [`HashError::NoHasher`] when no tool works for this account; a
+    /// broken session.
+    pub fn settle(&mut self, session: &Session, current: &mut HashBatch) -> Result<(), HashError> {
+        loop {
+            let (batch, tool, paths, mut why) = match std::mem::take(self) {
+                Choice::Trying {
+                    batch,
+                    tool,
+                    paths,
+                    why,
+                } => (batch, tool, paths, why),
+                Choice::Unusable(why) => {
+                    *self = Choice::Unusable(why.clone());
+                    return Err(HashError::NoHasher(why));
+                }
+                other => {
+                    *self = other;
+                    return Ok(());
+                }
+            };
+            let cmd = TOOLS[tool].command();
+            match current.hash_of(b"/dev/null") {
+                Ok(h) if hex(&h) == EMPTY_SHA256 => {
+                    tracing::debug!(command = cmd, "the coprocessor hashes files");
+                    *self = Choice::Chosen(TOOLS[tool]);
+                    return Ok(());
+                }
+                Ok(h) => why.push(format!(
+                    "`{cmd}` hashed /dev/null as {} instead of {EMPTY_SHA256}",
+                    hex(&h)
+                )),
+                Err(HashError::Session(e)) => return Err(HashError::Session(e)),
+                Err(e) => why.push(format!("`{cmd}` does not work for this account: {e}")),
+            }
+            *current = self.try_from(session, batch, tool + 1, paths, why)?;
+        }
+    }
+
+    /// Starts `paths` with `TOOLS[first..]` in turn until an exec is
+    /// accepted.
+    fn try_from(
+        &mut self,
+        session: &Session,
+        batch: u32,
+        first: usize,
+        paths: Vec<Vec<u8>>,
+        mut why: Vec<String>,
+    ) -> Result<HashBatch, HashError> {
+        for (tool, t) in TOOLS.iter().enumerate().skip(first) {
+            let names: Vec<&[u8]> = std::iter::once(b"/dev/null".as_slice())
+                .chain(paths.iter().map(Vec::as_slice))
+                .collect();
+            match HashBatch::start(session, *t, &names) {
+                Ok(b) => {
+                    *self = Choice::Trying {
+                        batch,
+                        tool,
+                        paths,
+                        why,
+                    };
+                    return Ok(b);
+                }
+                Err(HashError::Unavailable(e)) => {
+                    why.push(format!("cannot run `{}`: {e}", t.command()));
+                }
+                // A broken session: this connection is done with.
+                Err(e) => return Err(e),
+            }
+        }
+        let why = why.join("; ");
+        *self = Choice::Unusable(why.clone());
+        Err(HashError::NoHasher(why))
     }
 }
 

@@ -27,7 +27,7 @@ use std::io::{self, Read, Write};
 
 use ssh2::{Channel, Session};
 
-use crate::ssh::exec::{HashBatch, HashError, Tool};
+use crate::ssh::exec::{Choice, HashBatch, HashError, Tool};
 
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod scripted;
@@ -218,8 +218,8 @@ pub struct SftpChannel {
     statvfs: bool,
     /// The session, for the exec channels that hash files remotely.
     session: Session,
-    /// What hashes files remotely, once probed ([`crate::ssh::exec`]).
-    hasher: Option<Tool>,
+    /// What hashes files remotely ([`crate::ssh::exec::Choice`]).
+    hasher: Choice,
     /// Hash batches by number.
     batches: HashMap<u32, HashBatch>,
     /// Their numbers in the order they were started.
@@ -250,7 +250,7 @@ impl SftpChannel {
             outstanding: 0,
             statvfs: false,
             session: session.clone(),
-            hasher: None,
+            hasher: Choice::Untried,
             batches: HashMap::new(),
             batch_order: Vec::new(),
             next_batch: 1,
@@ -410,15 +410,17 @@ impl SftpChannel {
 }
 
 impl SftpChannel {
-    /// Hashes remotely with `tool` from now on, whatever the probe found
-    /// (the tests run both tools over the same names).
+    /// Hashes remotely with `tool` from now on, untried (the tests run both
+    /// tools over the same names).
     pub fn hash_with(&mut self, tool: Tool) {
-        self.hasher = Some(tool);
+        self.hasher = Choice::Chosen(tool);
     }
 
     fn hash_start(&mut self, paths: &[&[u8]]) -> Result<u32, HashError> {
         // Queued SFTP requests go first: they are what the night waits on.
         self.flush()?;
+        // A second batch waits until the first has told which tool works.
+        self.hash_settle()?;
         // The oldest still-open batches are read to their end (their
         // results stay) so their channels close first.
         let mut open: Vec<u32> = self
@@ -433,17 +435,35 @@ impl SftpChannel {
                 b.finish()?;
             }
         }
-        let tool = self.hasher.unwrap_or(Tool::Sha256sum);
-        let batch = HashBatch::start(&self.session, tool, paths)?;
         let n = self.next_batch;
+        let batch = self.hasher.start(&self.session, n, paths)?;
         self.next_batch = self.next_batch.wrapping_add(1);
         self.batches.insert(n, batch);
         self.batch_order.push(n);
         Ok(n)
     }
 
+    fn hash_settle(&mut self) -> Result<(), HashError> {
+        let Some(n) = self.hasher.trying() else {
+            return match &self.hasher {
+                Choice::Unusable(why) => Err(HashError::NoHasher(why.clone())),
+                _ => Ok(()),
+            };
+        };
+        self.flush()?;
+        match self.batches.get_mut(&n) {
+            Some(b) => self.hasher.settle(&self.session, b),
+            None => Err(HashError::Unavailable(format!(
+                "no hash batch {n} (a bug, please report it)"
+            ))),
+        }
+    }
+
     fn hash_of(&mut self, batch: u32, path: &[u8]) -> Result<[u8; 32], HashError> {
         self.flush()?;
+        if self.hasher.trying() == Some(batch) {
+            self.hash_settle()?;
+        }
         match self.batches.get_mut(&batch) {
             Some(b) => b.hash_of(path),
             None => Err(HashError::Unavailable(format!(
@@ -481,18 +501,20 @@ pub trait Wire {
     fn recv(&mut self) -> Result<(u32, Response), SftpError>;
     /// Requests sent and not yet answered.
     fn outstanding(&self) -> usize;
-    /// Whether the server hashes files for us (see [`crate::ssh::exec`]);
-    /// `Err` says why not. Asked once per connection.
-    ///
-    /// # Errors
-    /// Why the account cannot hash files, for the log.
-    fn hash_probe(&mut self) -> Result<(), String>;
     /// Starts hashing `paths` (full remote paths) on the server; the batch's
-    /// number comes back.
+    /// number comes back. The first batch of a connection also finds out
+    /// which hasher the account may run (see [`crate::ssh::exec::Choice`]).
     ///
     /// # Errors
-    /// The exec was refused, or the session broke.
+    /// [`HashError::NoHasher`] when the account cannot hash files at all;
+    /// the exec was refused; the session broke.
     fn hash_start(&mut self, paths: &[&[u8]]) -> Result<u32, HashError>;
+    /// Waits until the first batch has shown whether the account can hash
+    /// files (nothing to wait for once it has).
+    ///
+    /// # Errors
+    /// [`HashError::NoHasher`] when it cannot; the session broke.
+    fn hash_settle(&mut self) -> Result<(), HashError>;
     /// The server's SHA-256 of `path`, one of batch `batch`'s.
     ///
     /// # Errors
@@ -536,15 +558,11 @@ impl Wire for SftpChannel {
     fn outstanding(&self) -> usize {
         SftpChannel::outstanding(self)
     }
-    fn hash_probe(&mut self) -> Result<(), String> {
-        self.flush().map_err(|e| e.to_string())?;
-        let tool = crate::ssh::exec::probe(&self.session)?;
-        tracing::debug!(command = tool.command(), "the coprocessor hashes files");
-        self.hasher = Some(tool);
-        Ok(())
-    }
     fn hash_start(&mut self, paths: &[&[u8]]) -> Result<u32, HashError> {
         SftpChannel::hash_start(self, paths)
+    }
+    fn hash_settle(&mut self) -> Result<(), HashError> {
+        SftpChannel::hash_settle(self)
     }
     fn hash_of(&mut self, batch: u32, path: &[u8]) -> Result<[u8; 32], HashError> {
         SftpChannel::hash_of(self, batch, path)

@@ -43,7 +43,7 @@ pub use local::{
     assert_landed, conflict_variant, empty_known_hosts, holds_copy, landing_places, sha256_bytes,
     sha256_file, walk_all, walk_files, write_file,
 };
-pub use net::{BlackHole, CutProxy, ProxyOptions, Trickle, closed_port};
+pub use net::{BlackHole, CutProxy, ProxyOptions, Trickle, closed_port, shut_down_proxy};
 pub use remote::{DEFAULT_AGE, DEFAULT_COPROC_NAME, HostileEntries, ManifestEntry, RemoteTree};
 pub use sshd::{SSHD_BIN, Sshd, SshdOptions, free_port};
 pub use user::{ClientKey, KeyType, TEST_PASSWORD, TEST_USER, TestUser};

@@ -270,24 +270,37 @@ impl CutProxy {
 
 impl Drop for CutProxy {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        wake(self.addr);
-        if let Some(t) = self.accept_thread.take() {
-            let _ = t.join();
-        }
-        for s in self.shared.socks.lock().expect("lock").drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-        let threads: Vec<_> = self
-            .shared
-            .threads
-            .lock()
-            .expect("lock")
-            .drain(..)
-            .collect();
-        for t in threads {
-            let _ = t.join();
-        }
+        shut_down_proxy(
+            &self.shared.stop,
+            self.addr,
+            self.accept_thread.take(),
+            &self.shared.socks,
+            &self.shared.threads,
+        );
+    }
+}
+
+/// Stops a test proxy: no new connection is accepted (the listener is woken
+/// so its accept loop sees `stop`), every open socket is shut down, and
+/// every forwarding thread is joined.
+pub fn shut_down_proxy(
+    stop: &AtomicBool,
+    addr: SocketAddr,
+    accept: Option<JoinHandle<()>>,
+    socks: &Mutex<Vec<TcpStream>>,
+    threads: &Mutex<Vec<JoinHandle<()>>>,
+) {
+    stop.store(true, Ordering::SeqCst);
+    wake(addr);
+    if let Some(t) = accept {
+        let _ = t.join();
+    }
+    for s in socks.lock().expect("lock").drain(..) {
+        let _ = s.shutdown(Shutdown::Both);
+    }
+    let threads: Vec<_> = threads.lock().expect("lock").drain(..).collect();
+    for t in threads {
+        let _ = t.join();
     }
 }
 

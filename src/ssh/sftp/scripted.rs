@@ -59,6 +59,10 @@ pub struct Faults {
     pub cancel_on_open: Option<Arc<AtomicBool>>,
     /// The account may not run commands: no remote hashes.
     pub no_exec: bool,
+    /// Commands run but the hasher prints nothing (a forced
+    /// `internal-sftp` reading the names as SFTP packets): found out only
+    /// when the first batch's answer is read.
+    pub silent_hasher: bool,
     /// The remote hash of these files is wrong (as if the download were).
     pub wrong_hash: HashSet<Vec<u8>>,
 }
@@ -632,17 +636,8 @@ impl Wire for Scripted {
         let pick = (self.random() % self.answers.len() as u64) as usize;
         Ok(self.answers.swap_remove(pick))
     }
-    fn hash_probe(&mut self) -> Result<(), String> {
-        self.log.push("EXEC probe".into());
-        if self.faults.no_exec {
-            return Err("this account may only use SFTP".into());
-        }
-        Ok(())
-    }
     fn hash_start(&mut self, paths: &[&[u8]]) -> Result<u32, HashError> {
-        if self.faults.no_exec {
-            return Err(HashError::Unavailable("exec refused".into()));
-        }
+        self.hash_settle()?;
         self.log.push(format!("EXEC sha256sum {}", paths.len()));
         let mut hashes = HashMap::new();
         for &p in paths {
@@ -659,10 +654,22 @@ impl Wire for Scripted {
         Ok(n)
     }
     fn hash_of(&mut self, batch: u32, path: &[u8]) -> Result<[u8; 32], HashError> {
+        self.hash_settle()?;
         self.batches
             .get(&batch)
             .and_then(|b| b.get(path).copied())
             .ok_or_else(|| HashError::Unavailable(format!("{}: No such file", show(path))))
+    }
+    fn hash_settle(&mut self) -> Result<(), HashError> {
+        if self.faults.no_exec {
+            self.log.push("EXEC refused".into());
+            return Err(HashError::NoHasher("this account may only use SFTP".into()));
+        }
+        if self.faults.silent_hasher && !self.batches.is_empty() {
+            self.log.push("EXEC printed nothing".into());
+            return Err(HashError::NoHasher("the hasher printed nothing".into()));
+        }
+        Ok(())
     }
     fn hash_end(&mut self, _batch: u32) {}
     fn outstanding(&self) -> usize {

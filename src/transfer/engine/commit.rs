@@ -74,7 +74,16 @@ impl Engine<'_, '_> {
         let level = match self.level {
             Level::Size => Level::Size,
             Level::Sha256 => match self.remote_hash(j) {
-                Ok(remote) if remote == partial.sha256() => Level::Sha256,
+                Ok(remote) if remote == partial.sha256() => {
+                    self.report
+                        .verification
+                        .get_or_insert_with(|| Level::Sha256.as_str().to_string());
+                    Level::Sha256
+                }
+                Err(HashError::NoHasher(why)) => {
+                    self.no_hasher(why)?;
+                    Level::Size
+                }
                 Ok(remote) => {
                     // Our download is wrong, not the coprocessor's file:
                     // never resume from these bytes.

@@ -4,7 +4,7 @@
 //! report, set afresh by each connected attempt (a reconnect lists again).
 //! Also the coprocessor's free space (`statvfs@openssh.com`).
 
-use super::Engine;
+use super::{Engine, Op};
 use crate::common::clock::unix_now;
 use crate::report::{Backlog, Deferred, RemoteSpace};
 use crate::ssh::sftp::{Response, Statvfs};
@@ -54,31 +54,48 @@ impl Engine<'_, '_> {
     }
 
     /// Asks the coprocessor for the free space of `v2x_data_location`'s
-    /// filesystem; a server that does not offer `statvfs@openssh.com` is
-    /// said so once, in the report. Called with nothing else in flight.
+    /// filesystem without waiting: the answer comes in with the listing's
+    /// ([`Engine::space_answered`]). A server that does not offer
+    /// `statvfs@openssh.com` is said so once, in the report.
+    pub(super) fn ask_remote_space(&mut self) {
+        let path = self.ctx.ix.v2x_data_location.clone();
+        match self.wire.send_statvfs(path.as_bytes()) {
+            Some(id) => {
+                self.ops.insert(id, Op::Statvfs);
+            }
+            None => self.report.remote_space = Some(RemoteSpace::unsupported()),
+        }
+    }
+
+    /// The same, waiting for the answer: after the deletes, what the
+    /// coprocessor has left tonight. Called with nothing else in flight.
     pub(super) fn remote_space(&mut self) {
         let path = self.ctx.ix.v2x_data_location.clone();
         let Some(id) = self.wire.send_statvfs(path.as_bytes()) else {
             self.report.remote_space = Some(RemoteSpace::unsupported());
             return;
         };
-        let answer = loop {
+        loop {
             match self.wire.recv() {
-                Ok((got, r)) if got == id => break Some(r),
+                Ok((got, r)) if got == id => return self.space_answered(r),
                 Ok(_) => continue,
-                Err(_) => break None,
+                Err(_) => return,
             }
-        };
+        }
+    }
+
+    /// Records a `statvfs@openssh.com` answer.
+    pub(super) fn space_answered(&mut self, answer: Response) {
+        let path = &self.ctx.ix.v2x_data_location;
         let space = match answer {
-            Some(Response::Extended(body)) => match Statvfs::parse(&body) {
+            Response::Extended(body) => match Statvfs::parse(&body) {
                 Some(s) => RemoteSpace::measured(s.avail_bytes(), s.size_bytes(), unix_now()),
                 None => RemoteSpace::failed("the statvfs@openssh.com answer is too short"),
             },
-            Some(r) => RemoteSpace::failed(&format!(
+            r => RemoteSpace::failed(&format!(
                 "statvfs@openssh.com of {path} answered {}",
                 r.describe()
             )),
-            None => return,
         };
         self.report.remote_space = Some(space);
     }

@@ -261,6 +261,7 @@ impl Engine<'_, '_> {
                     }
                 }
                 (Op::CloseDir, _) => {}
+                (Op::Statvfs, r) => self.space_answered(r),
                 (op, r) => {
                     return Err(Cause::Unexpected {
                         request: op.kind(),

@@ -208,6 +208,8 @@ enum Op {
         already_present: bool,
     },
     Rmdir(usize),
+    /// `statvfs@openssh.com` of `v2x_data_location`.
+    Statvfs,
 }
 
 impl Op {
@@ -222,6 +224,7 @@ impl Op {
             Op::Fstat(_) => "FSTAT",
             Op::Remove { .. } => "REMOVE",
             Op::Rmdir(_) => "RMDIR",
+            Op::Statvfs => "statvfs@openssh.com",
         }
     }
 }
@@ -269,7 +272,8 @@ pub struct Engine<'a, 'c> {
     /// what `archive/` still holds after the pass (its backlog).
     removed: HashSet<usize>,
     // ---- chain of custody ----
-    /// How files are checked on this connection (probed in [`Engine::run`]).
+    /// How files are checked on this connection (`sha256` until the first
+    /// batch shows the account cannot hash, see [`Engine::no_hasher`]).
     level: Level,
     /// The remote hash batch of each file admitted under `sha256`
     /// ([`NO_BATCH`]: its batch could not start, see `batch_error`).
@@ -335,8 +339,8 @@ impl<'a, 'c> Engine<'a, 'c> {
     /// failing, or the pass was cancelled. Failures of single files are
     /// reported in the intersection's report instead.
     pub fn run(mut self) -> Result<(), Stop> {
-        self.choose_level()?;
-        self.remote_space();
+        self.choose_level();
+        self.ask_remote_space();
         self.list_all()?;
         self.seen = HashSet::new();
         let order = self.tree.file_order();
@@ -364,26 +368,36 @@ impl<'a, 'c> Engine<'a, 'c> {
         Ok(())
     }
 
-    /// `transfer.verify` on this connection: `sha256` if asked for or
-    /// `auto` and the account may run `sha256sum`, else `size` (`auto`) or
-    /// a stop (`sha256`).
-    fn choose_level(&mut self) -> Result<(), Stop> {
-        let verify = self.ctx.config.transfer.verify;
-        self.level = match verify {
-            Verify::Size => Level::Size,
-            Verify::Auto | Verify::Sha256 => match self.wire.hash_probe() {
-                Ok(()) => Level::Sha256,
-                Err(why) if verify == Verify::Auto => {
-                    tracing::info!(
-                        "verify = \"auto\": this account cannot hash files on the coprocessor \
-                         ({why}); files are checked by size and mtime only"
-                    );
-                    Level::Size
-                }
-                Err(why) => return Err(Cause::VerifyUnavailable(why).into()),
-            },
+    /// `transfer.verify` on this connection: `size` asks the coprocessor
+    /// for nothing; `sha256` and `auto` hash remotely, and the first batch
+    /// finds out whether the account can ([`Engine::no_hasher`] if not).
+    fn choose_level(&mut self) {
+        self.level = match self.ctx.config.transfer.verify {
+            Verify::Size => {
+                self.report.verification = Some(Level::Size.as_str().to_string());
+                Level::Size
+            }
+            Verify::Auto | Verify::Sha256 => Level::Sha256,
         };
-        self.report.verification = Some(self.level.as_str().to_string());
+    }
+
+    /// The account cannot hash files: `auto` checks sizes from now on
+    /// (files already read included), `sha256` stops the intersection.
+    ///
+    /// # Errors
+    /// [`Cause::VerifyUnavailable`] under `verify = "sha256"`.
+    fn no_hasher(&mut self, why: String) -> Result<(), Stop> {
+        if self.ctx.config.transfer.verify == Verify::Sha256 {
+            return Err(Cause::VerifyUnavailable(why).into());
+        }
+        if self.level == Level::Sha256 {
+            tracing::info!(
+                "verify = \"auto\": this account cannot hash files on the coprocessor \
+                 ({why}); files are checked by size and mtime only"
+            );
+        }
+        self.level = Level::Size;
+        self.report.verification = Some(Level::Size.as_str().to_string());
         Ok(())
     }
 
@@ -405,6 +419,10 @@ impl<'a, 'c> Engine<'a, 'c> {
                 already_present,
             } => self.removed(job, bytes, already_present, response),
             Op::Rmdir(d) => self.rmdir_answered(d, response),
+            Op::Statvfs => {
+                self.space_answered(response);
+                Ok(())
+            }
             // Late answers of the listing (closing folder handles).
             Op::OpenDir(_) | Op::ReadDir(..) | Op::CloseDir => Ok(()),
         }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::{Active, CHUNK, Engine, FileState, HASH_BATCH, MAX_FILES, NO_BATCH, Op, Trouble};
 use crate::common::clock::unix_now;
+use crate::config::Verify;
 use crate::error::Disposition;
 use crate::landing::{LandingError, free_bytes};
 use crate::ledger::Level;
@@ -112,15 +113,28 @@ impl Engine<'_, '_> {
             // come due: what the window stops then was not started. (Without
             // one, reads follow at once and the in-flight bound decides.)
             let paced = self.ctx.pacer.is_limited();
+            // Asked for sha256: no file is opened before the account is
+            // known to hash. Under auto the OPENs go out first, and the
+            // exec channel's round trips pass while they are answered.
+            let hash_first = self.ctx.config.transfer.verify == Verify::Sha256;
+            let mut unbatched = Vec::new();
             while self.files.len() + self.commits.pending() < MAX_FILES
                 && self.inflight < self.max_inflight
                 && (!paced || self.unrequested() < self.max_inflight)
             {
                 let Some(job) = queue.pop_front() else { break };
                 if self.level == Level::Sha256 && !self.batch_of.contains_key(&job) {
-                    self.start_hashes(job, &queue)?;
+                    if hash_first {
+                        self.start_hashes(&[job], &queue)?;
+                    } else {
+                        unbatched.push(job);
+                    }
                 }
                 self.admit(job)?;
+            }
+            unbatched.retain(|j| self.files.contains_key(j));
+            if self.level == Level::Sha256 && !unbatched.is_empty() {
+                self.start_hashes(&unbatched, &queue)?;
             }
             self.request_reads();
             while let Some((job, result)) = self.commits.try_done() {
@@ -150,13 +164,16 @@ impl Engine<'_, '_> {
         }
     }
 
-    /// Asks the coprocessor to hash `first` and the files queued after it
-    /// (up to [`HASH_BATCH`], in the order they will be read, so a folder's
+    /// Asks the coprocessor to hash the files being opened (`opening`, at
+    /// most [`MAX_FILES`]) and those queued after them (up to
+    /// [`HASH_BATCH`] in all, in the order they will be read, so a folder's
     /// files go together): it hashes while SFTP carries the data.
-    fn start_hashes(&mut self, first: usize, queue: &VecDeque<usize>) -> Result<(), Stop> {
+    fn start_hashes(&mut self, opening: &[usize], queue: &VecDeque<usize>) -> Result<(), Stop> {
         let now = unix_now();
         let min_age = self.ctx.config.transfer.min_age;
-        let jobs: Vec<usize> = std::iter::once(first)
+        let jobs: Vec<usize> = opening
+            .iter()
+            .copied()
             .chain(queue.iter().copied().filter(|&j| {
                 !self.batch_of.contains_key(&j)
                     && too_young(
@@ -177,9 +194,19 @@ impl Engine<'_, '_> {
         let batch = match self.wire.hash_start(&refs) {
             Ok(b) => {
                 self.batch_left.insert(b, jobs.len());
+                if self.ctx.config.transfer.verify == Verify::Sha256 {
+                    // Asked for: no file is opened before it is known
+                    // that the account can hash.
+                    match self.wire.hash_settle() {
+                        Ok(()) => {}
+                        Err(HashError::Session(e)) => return Err(e.into()),
+                        Err(e) => return self.no_hasher(e.to_string()),
+                    }
+                }
                 b
             }
             Err(HashError::Session(e)) => return Err(e.into()),
+            Err(HashError::NoHasher(why)) => return self.no_hasher(why),
             Err(HashError::Unavailable(why)) => {
                 tracing::warn!("cannot start sha256sum on the coprocessor: {why}");
                 self.batch_error = why;

@@ -509,26 +509,45 @@ fn a_hash_mismatch_keeps_the_remote_file_lands_nothing_and_names_both_hashes() {
 
 #[test]
 fn an_account_that_cannot_hash_falls_back_to_size_under_auto_and_stops_under_sha256() {
-    let mut h = Harness::new();
-    h.config.transfer.verify = crate::config::Verify::Sha256;
-    let mut server = scripted(&h);
-    server.faults.no_exec = true;
-    let files = coprocessor(&mut server);
-    let o = h.run(&mut server);
-    let err = o.result.unwrap_err();
-    assert!(err.contains("cannot hash files"), "{err}");
-    assert_eq!(server.requests("REMOVE").len(), 0);
-    assert_eq!(server.requests("OPEN").len(), 0);
+    // Refused at the exec, or found out only from the first batch's
+    // answer, after (under auto) the first files were opened and read.
+    for silent in [false, true] {
+        let mut h = Harness::new();
+        h.config.transfer.verify = crate::config::Verify::Sha256;
+        let mut server = scripted(&h);
+        server.faults.no_exec = !silent;
+        server.faults.silent_hasher = silent;
+        coprocessor(&mut server);
+        let o = h.run(&mut server);
+        let err = o.result.unwrap_err();
+        assert!(err.contains("cannot hash files"), "{err}");
+        assert_eq!(server.requests("REMOVE").len(), 0);
+        assert_eq!(server.requests("OPEN").len(), 0, "silent: {silent}");
 
-    h.config.transfer.verify = crate::config::Verify::Auto;
-    let o = h.run(&mut server);
-    assert_all_landed(&h, &server, &files, &o);
-    assert_eq!(o.report.verification.as_deref(), Some("size"));
-    assert!(
-        records(&h)
-            .iter()
-            .all(|r| r.verified == crate::ledger::Level::Size)
-    );
+        h.config.transfer.verify = crate::config::Verify::Auto;
+        let mut server = scripted(&h);
+        server.faults.no_exec = !silent;
+        server.faults.silent_hasher = silent;
+        let files = coprocessor(&mut server);
+        let o = h.run(&mut server);
+        assert_all_landed(&h, &server, &files, &o);
+        assert_eq!(o.report.verification.as_deref(), Some("size"));
+        if silent {
+            // Files were opened before the first batch's answer said so.
+            let at = |what: &str| server.log.iter().position(|l| l.starts_with(what));
+            let (opened, said) = (at("OPEN "), at("EXEC printed nothing"));
+            assert!(
+                opened.is_some() && said.is_some() && opened < said,
+                "{:?}",
+                server.log
+            );
+        }
+        assert!(
+            records(&h)
+                .iter()
+                .all(|r| r.verified == crate::ledger::Level::Size)
+        );
+    }
 }
 
 #[test]
