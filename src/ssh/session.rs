@@ -163,8 +163,6 @@ pub struct Remote {
     sftp: SftpChannel,
     _session: Session,
     socket: TcpStream,
-    /// SSH compression was negotiated for this session.
-    compressed: bool,
     negotiated: Negotiated,
 }
 
@@ -203,21 +201,21 @@ pub fn connect(
         known,
         transfer,
         on_socket,
-        Some(ix.compression.unwrap_or(false)),
+        ix.compression.unwrap_or(false),
     )
 }
 
 /// [`connect`] for a pass. When `compression` is unset, the link decides:
 /// the first guess is what earlier sessions of this pass measured for the
 /// same `host:port` (the shortest round trip, see [`LINKS`]), or else comes
-/// from the TCP connect and SSH banner times ([`link_looks_slow`]); SFTP
-/// round trips on the new session check it ([`Remote::round_trip`]), and if
-/// the two disagree the session is reopened once the other way. Returns the
+/// from the TCP connect and SSH banner times ([`link_looks_slow`]); a round
+/// trip measured right after the key exchange, before authenticating
+/// ([`auth_round_trip`]), checks that guess, and if the two disagree the
+/// session is dropped there and opened once more the other way. Returns the
 /// round trip the decision used: the shortest measured for this address.
 ///
 /// # Errors
-/// As [`connect`], for whichever session is kept; also
-/// [`RemoteError::Session`] when the checking request fails.
+/// As [`connect`], for whichever session is kept.
 pub fn connect_adaptive(
     ix: &Intersection,
     known: &KnownHosts,
@@ -225,37 +223,30 @@ pub fn connect_adaptive(
     on_socket: &dyn Fn(Interrupter),
 ) -> Result<(Remote, Option<Duration>), RemoteError> {
     if let Some(fixed) = ix.compression {
-        return Ok((
-            connect_with(ix, known, transfer, on_socket, Some(fixed))?,
-            None,
-        ));
+        return Ok((connect_with(ix, known, transfer, on_socket, fixed)?, None));
     }
     let link = display_addr(&ix.host, ix.port);
-    let mut remote = connect_with(ix, known, transfer, on_socket, None)?;
-    let measured = match remote.round_trip() {
-        Ok(rtt) => rtt,
-        Err(e) => {
-            remote.abandon();
-            return Err(e);
+    match open(ix, known, transfer, on_socket, None)? {
+        Opened::Ready(remote) => {
+            let rtt = LINKS.lock().ok().and_then(|l| l.get(&link).copied());
+            Ok((*remote, rtt))
         }
-    };
-    let rtt = remember_rtt(&link, measured);
-    let slow = rtt >= COMPRESS_ABOVE_RTT;
-    if slow != remote.compressed {
-        // Compressing a fast link wastes the coprocessor's CPU; not
-        // compressing a slow one wastes the night.
-        tracing::info!(
-            rtt_ms = rtt.as_millis() as u64,
-            compression = slow,
-            "the link's round trip contradicts the first guess: reconnecting"
-        );
-        remote.abandon();
-        remote = connect_with(ix, known, transfer, on_socket, Some(slow))?;
+        Opened::Misjudged(rtt) => {
+            let slow = rtt >= COMPRESS_ABOVE_RTT;
+            // Compressing a fast link wastes the coprocessor's CPU; not
+            // compressing a slow one wastes the night.
+            tracing::info!(
+                rtt_ms = rtt.as_millis() as u64,
+                compression = slow,
+                "the link's round trip contradicts the first guess: reconnecting"
+            );
+            let remote = connect_with(ix, known, transfer, on_socket, slow)?;
+            Ok((remote, Some(rtt)))
+        }
     }
-    Ok((remote, Some(rtt)))
 }
 
-/// The shortest SFTP round trip measured so far in this process, by
+/// The shortest round trip measured so far in this process, by
 /// `host:port`. Load only ever lengthens a round trip: on a busy pass a
 /// loopback or LAN answer can take 20 ms, so one measurement may call a
 /// fast link slow, but the shortest of several cannot. Several
@@ -366,13 +357,39 @@ fn link_looks_slow(socket: &TcpStream, connect: Duration, timeout: Duration) -> 
 /// ([`LINKS`]).
 const BANNER_SLOW: Duration = COMPRESS_ABOVE_RTT;
 
+/// A session opened with compression decided by the caller.
 fn connect_with(
     ix: &Intersection,
     known: &KnownHosts,
     transfer: &Transfer,
     on_socket: &dyn Fn(Interrupter),
-    compress: Option<bool>,
+    compress: bool,
 ) -> Result<Remote, RemoteError> {
+    match open(ix, known, transfer, on_socket, Some(compress))? {
+        Opened::Ready(remote) => Ok(*remote),
+        // Only a guess is checked, and a caller that decides guesses nothing.
+        Opened::Misjudged(_) => Err(RemoteError::Session(SftpError::Io(io::Error::other(
+            "the compression guess was checked on a session that decided it (a bug, please \
+             report it)",
+        )))),
+    }
+}
+
+/// What [`open`] got to.
+enum Opened {
+    Ready(Box<Remote>),
+    /// The guess at compression was wrong: the link measured this round
+    /// trip, and the session was dropped before authenticating.
+    Misjudged(Duration),
+}
+
+fn open(
+    ix: &Intersection,
+    known: &KnownHosts,
+    transfer: &Transfer,
+    on_socket: &dyn Fn(Interrupter),
+    compress: Option<bool>,
+) -> Result<Opened, RemoteError> {
     let display = display_addr(&ix.host, ix.port);
     // Held until authenticated: what sshd's MaxStartups counts.
     let slot = HandshakeSlot::take(&display, transfer.connect_timeout);
@@ -387,9 +404,9 @@ fn connect_with(
     let _ = socket.set_nodelay(true);
     // Asked after waiting for a handshake place: an earlier session to this
     // address may have measured the link by now.
-    let compress = compress
-        .or_else(|| known_link(&display))
-        .unwrap_or_else(|| link_looks_slow(&socket, connect_time, transfer.connect_timeout));
+    let decided = compress.or_else(|| known_link(&display));
+    let compress =
+        decided.unwrap_or_else(|| link_looks_slow(&socket, connect_time, transfer.connect_timeout));
     let handshake_err = |source| RemoteError::Handshake {
         addr: display.clone(),
         source,
@@ -415,7 +432,19 @@ fn connect_with(
     let negotiated = Negotiated::of(&session, compress);
 
     verify_host_key(&session, known, ix, &display)?;
-    authenticate(&session, ix, &display)?;
+    if decided.is_none() {
+        let rtt = remember_rtt(&display, auth_round_trip(&session, ix, &display)?);
+        if (rtt >= COMPRESS_ABOVE_RTT) != compress {
+            let _ = session.disconnect(None, "reconnecting with other compression", None);
+            let _ = socket.shutdown(Shutdown::Both);
+            return Ok(Opened::Misjudged(rtt));
+        }
+    }
+    // A server that lets the account in without credentials did so when
+    // the round trip was measured.
+    if !session.authenticated() {
+        authenticate(&session, ix, &display)?;
+    }
     let authenticated = started.elapsed();
 
     drop(slot);
@@ -432,13 +461,54 @@ fn connect_with(
         sftp_ready_ms = started.elapsed().as_millis() as u64,
         "session open"
     );
-    Ok(Remote {
+    Ok(Opened::Ready(Box::new(Remote {
         sftp,
         _session: session,
         socket,
-        compressed: compress,
         negotiated,
-    })
+    })))
+}
+
+/// The link's latency as the transfer will see it, relays included, before
+/// anything costly is asked of the server: the fastest of up to three
+/// answers to the `none` authentication request (which sshd answers with
+/// the list of methods, no password check, no process started), stopping at
+/// the first under [`COMPRESS_ABOVE_RTT`] (fast) or of three times that (a
+/// WAN: a busy loopback server was seen to take 25 ms, a relayed 20 ms each
+/// way takes 40). One answer delayed by a busy server does not make a fast
+/// link slow, and a slow link pays one round trip, not three. Measured
+/// before authenticating, a wrong guess costs a handshake, not also a
+/// password check and an SFTP server started for nothing. (OpenSSH does not
+/// count a first `none` request against `MaxAuthTries`; the other two
+/// count, leaving four of its six for the real attempt.)
+///
+/// # Errors
+/// [`RemoteError::Handshake`] when the server breaks the session instead
+/// of answering.
+fn auth_round_trip(
+    session: &Session,
+    ix: &Intersection,
+    display: &str,
+) -> Result<Duration, RemoteError> {
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let answer = session.auth_methods(&ix.username).map(|_| ());
+        let rtt = started.elapsed();
+        if let Err(e) = answer
+            && !session.authenticated()
+        {
+            return Err(RemoteError::Handshake {
+                addr: display.to_string(),
+                source: e,
+            });
+        }
+        best = best.min(rtt);
+        if session.authenticated() || best < COMPRESS_ABOVE_RTT || rtt >= 3 * COMPRESS_ABOVE_RTT {
+            break;
+        }
+    }
+    Ok(best)
 }
 
 /// A host key as a server presented it, before anything was sent to it.
@@ -674,30 +744,16 @@ impl Remote {
         let _ = self.socket.shutdown(Shutdown::Both);
     }
 
-    /// The link's latency as the transfer will see it, relays included:
-    /// the fastest of up to three SFTP round trips (an lstat of the login
-    /// folder), stopping at the first under [`COMPRESS_ABOVE_RTT`] (fast) or
-    /// of three times that (a WAN: a busy loopback server was seen to take
-    /// 25 ms, a relayed 20 ms each way takes 40). One answer delayed by a
-    /// busy server does not make a fast link slow, and a slow link pays one
-    /// round trip, not three.
-    ///
-    /// # Errors
-    /// [`RemoteError::Session`] when the channel breaks or the answer is
-    /// malformed; a refusal of the lstat still measures the round trip.
-    pub fn round_trip(&mut self) -> Result<Duration, RemoteError> {
-        let mut best = Duration::MAX;
-        for _ in 0..3 {
-            let started = Instant::now();
-            let id = self.sftp.send_lstat(b".");
-            self.sftp.call(id)?;
-            let rtt = started.elapsed();
-            best = best.min(rtt);
-            if best < COMPRESS_ABOVE_RTT || rtt >= 3 * COMPRESS_ABOVE_RTT {
-                break;
-            }
-        }
-        Ok(best)
+    /// Ends a session whose work is done: says goodbye (an SSH disconnect,
+    /// which awaits no answer) and shuts the socket, so that the drop's
+    /// channel close does not wait a round trip for the server's own close
+    /// (50 ms at the end of every intersection on a 50 ms link). Nothing is
+    /// outstanding by then: every answer the pass needed has come.
+    pub fn close(self) {
+        let _ = self
+            ._session
+            .disconnect(None, "transfer pass finished", None);
+        let _ = self.socket.shutdown(Shutdown::Both);
     }
 
     /// The key exchange, cipher and MAC this session negotiated.

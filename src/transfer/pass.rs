@@ -278,8 +278,10 @@ impl<'a> IntersectionRun<'a> {
                             self.report.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
                         }
                         let result = self.transfer(&mut remote);
-                        if result.as_ref().is_err_and(Stop::reconnects) {
-                            remote.abandon();
+                        match &result {
+                            Ok(()) => remote.close(),
+                            Err(stop) if stop.reconnects() => remote.abandon(),
+                            Err(_) => {}
                         }
                         result
                     });
