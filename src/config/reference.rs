@@ -198,14 +198,15 @@ pub const KEYS: &[KeyDoc] = &[
         Transfer,
         "ciphers",
         "measured order",
-        "SSH ciphers offered, most preferred first (AES-CTR, then AES-GCM, then \
+        "SSH ciphers offered, most preferred first (AES-GCM, then AES-CTR, then \
          chacha20-poly1305); only names this client supports are accepted.",
     ),
     key(
         Transfer,
         "macs",
         "measured order",
-        "SSH MACs offered, most preferred first (encrypt-then-MAC HMAC-SHA-256 first).",
+        "SSH MACs offered for AES-CTR, most preferred first (encrypt-then-MAC \
+         HMAC-SHA-256 first); AES-GCM carries its own.",
     ),
     key(
         Transfer,

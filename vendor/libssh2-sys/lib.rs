@@ -790,7 +790,7 @@ pub fn init() {
 /// v2x-data-sftp-client names it at compile time, so a build that silently
 /// falls back to the unpatched crates.io copy fails instead of running
 /// slower.
-pub const V2X_PATCHES: &str = "bulk-decrypt";
+pub const V2X_PATCHES: &str = "bulk-decrypt,bulk-decrypt-gcm";
 
 extern "C" {
     /// Defined only in the patched C sources (libssh2/src/transport.c).

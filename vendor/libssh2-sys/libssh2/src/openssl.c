@@ -941,7 +941,11 @@ int ssh2_cipher_crypt(ssh2_cipher_ctx *ctx, SSH2_CIPHER_T(algo), int encrypt,
        of whole blocks from transport_decrypt() for a cipher without AEAD,
        decrypted in place in one call. OpenSSL allows in == out for these
        modes. Success is tested exactly as on the per-block path below. */
-    if(!is_aesgcm && blocksize > sizeof(buf)) {
+    /* The same for AES-GCM's middle blocks (neither the first block, whose
+       head is the AAD, nor the last, which holds the tag): the run is
+       decrypted in place and no tag is set or checked here. */
+    if((!is_aesgcm || (!IS_FIRST(firstlast) && !IS_LAST(firstlast))) &&
+       blocksize > sizeof(buf)) {
         ret = EVP_Cipher(*ctx, block, block, (unsigned int)blocksize);
 #if defined(USE_OPENSSL_3) || defined(LIBSSH2_WOLFSSL)
         if(ret == -1)
