@@ -121,6 +121,9 @@ pub struct Scripted {
     /// What `statvfs@openssh.com` answers (available and total bytes, in
     /// 4 KiB blocks); `None`: the server does not offer the extension.
     pub statvfs: Option<(u64, u64)>,
+    /// Bytes of the files removed so far: what `statvfs` adds to the space
+    /// available, as a filesystem would.
+    pub freed: u64,
     /// Every request, in the order the server took it: "REMOVE /path".
     pub log: Vec<String>,
     /// Broken invariants seen at REMOVE time; a test asserts it is empty.
@@ -152,6 +155,7 @@ impl Scripted {
             rng: 0x9e37_79b9_7f4a_7c15,
             faults: Faults::default(),
             statvfs: Some((1 << 30, 4 << 30)),
+            freed: 0,
             log: Vec::new(),
             violations: Vec::new(),
             landed_root: None,
@@ -284,7 +288,7 @@ impl Scripted {
     fn unlink(&mut self, path: &[u8], dir: bool) -> Response {
         match self.nodes.get(path) {
             Some(Node::Dir { .. }) if dir => {}
-            Some(Node::File { .. }) if !dir => {}
+            Some(Node::File { data, .. }) if !dir => self.freed += data.len() as u64,
             _ => return status_answer(status::NO_SUCH_FILE, "No such file"),
         }
         self.nodes.remove(path);
@@ -483,6 +487,7 @@ impl Scripted {
             Req::Statvfs(path) => {
                 self.log.push(format!("STATVFS {}", show(&path)));
                 let (avail, size) = self.statvfs.unwrap_or_default();
+                let avail = avail + self.freed;
                 let fields: [u64; 11] = [
                     4096,
                     4096,

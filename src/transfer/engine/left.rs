@@ -54,14 +54,15 @@ impl Engine<'_, '_> {
     }
 
     /// Asks the coprocessor for the free space of `v2x_data_location`'s
-    /// filesystem without waiting: the answer comes in with the listing's
-    /// ([`Engine::space_answered`]). A server that does not offer
+    /// filesystem without waiting: the answer comes in with the other
+    /// answers ([`Engine::space_answered`]); `after` marks the question
+    /// asked once the deletes were sent. A server that does not offer
     /// `statvfs@openssh.com` is said so once, in the report.
-    pub(super) fn ask_remote_space(&mut self) {
+    pub(super) fn ask_remote_space(&mut self, after: bool) {
         let path = self.ctx.ix.v2x_data_location.clone();
         match self.wire.send_statvfs(path.as_bytes()) {
             Some(id) => {
-                self.ops.insert(id, Op::Statvfs);
+                self.ops.insert(id, Op::Statvfs(after));
             }
             None => self.report.remote_space = Some(RemoteSpace::unsupported()),
         }
@@ -77,15 +78,21 @@ impl Engine<'_, '_> {
         };
         loop {
             match self.wire.recv() {
-                Ok((got, r)) if got == id => return self.space_answered(r),
+                Ok((got, r)) if got == id => return self.space_answered(r, true),
                 Ok(_) => continue,
                 Err(_) => return,
             }
         }
     }
 
-    /// Records a `statvfs@openssh.com` answer.
-    pub(super) fn space_answered(&mut self, answer: Response) {
+    /// Records a `statvfs@openssh.com` answer; one from before the deletes
+    /// never replaces one from after them (a server may answer out of
+    /// order).
+    pub(super) fn space_answered(&mut self, answer: Response, after: bool) {
+        if self.space_answered_after && !after {
+            return;
+        }
+        self.space_answered_after |= after;
         let path = &self.ctx.ix.v2x_data_location;
         let space = match answer {
             Response::Extended(body) => match Statvfs::parse(&body) {

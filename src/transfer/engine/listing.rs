@@ -261,7 +261,7 @@ impl Engine<'_, '_> {
                     }
                 }
                 (Op::CloseDir, _) => {}
-                (Op::Statvfs, r) => self.space_answered(r),
+                (Op::Statvfs(after), r) => self.space_answered(r, after),
                 (op, r) => {
                     return Err(Cause::Unexpected {
                         request: op.kind(),

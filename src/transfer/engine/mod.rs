@@ -208,8 +208,9 @@ enum Op {
         already_present: bool,
     },
     Rmdir(usize),
-    /// `statvfs@openssh.com` of `v2x_data_location`.
-    Statvfs,
+    /// `statvfs@openssh.com` of `v2x_data_location`: before the listing,
+    /// or (`true`) after the deletes.
+    Statvfs(bool),
 }
 
 impl Op {
@@ -224,7 +225,7 @@ impl Op {
             Op::Fstat(_) => "FSTAT",
             Op::Remove { .. } => "REMOVE",
             Op::Rmdir(_) => "RMDIR",
-            Op::Statvfs => "statvfs@openssh.com",
+            Op::Statvfs(_) => "statvfs@openssh.com",
         }
     }
 }
@@ -271,6 +272,9 @@ pub struct Engine<'a, 'c> {
     /// Files removed remotely (job numbers): the rest of the listing is
     /// what `archive/` still holds after the pass (its backlog).
     removed: HashSet<usize>,
+    /// The free space after the deletes was asked for, and answered.
+    space_asked_after: bool,
+    space_answered_after: bool,
     // ---- chain of custody ----
     /// How files are checked on this connection (`sha256` until the first
     /// batch shows the account cannot hash, see [`Engine::no_hasher`]).
@@ -316,6 +320,8 @@ impl<'a, 'c> Engine<'a, 'c> {
             reads_began: std::time::Instant::now(),
             read_this_attempt: 0,
             removed: HashSet::new(),
+            space_asked_after: false,
+            space_answered_after: false,
             max_inflight: inflight_per_intersection(ctx.config.transfer.parallel_intersections),
             commits: CommitPool::new(
                 commit_threads_per_intersection(ctx.config.transfer.parallel_intersections),
@@ -340,7 +346,7 @@ impl<'a, 'c> Engine<'a, 'c> {
     /// reported in the intersection's report instead.
     pub fn run(mut self) -> Result<(), Stop> {
         self.choose_level();
-        self.ask_remote_space();
+        self.ask_remote_space(false);
         self.list_all()?;
         self.seen = HashSet::new();
         let order = self.tree.file_order();
@@ -354,8 +360,11 @@ impl<'a, 'c> Engine<'a, 'c> {
         for b in std::mem::take(&mut self.batch_left).into_keys() {
             self.wire.hash_end(b);
         }
-        // Again after the deletes: what the coprocessor has left tonight.
-        self.remote_space();
+        // Again after the deletes: what the coprocessor has left tonight
+        // (asked with the last REMOVEs, see `transfer`).
+        if !self.space_asked_after {
+            self.remote_space();
+        }
         if self.listing_complete {
             let swept = self.lander.sweep_leftovers();
             if swept > 0 {
@@ -419,8 +428,8 @@ impl<'a, 'c> Engine<'a, 'c> {
                 already_present,
             } => self.removed(job, bytes, already_present, response),
             Op::Rmdir(d) => self.rmdir_answered(d, response),
-            Op::Statvfs => {
-                self.space_answered(response);
+            Op::Statvfs(after) => {
+                self.space_answered(response, after);
                 Ok(())
             }
             // Late answers of the listing (closing folder handles).

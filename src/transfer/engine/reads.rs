@@ -141,6 +141,18 @@ impl Engine<'_, '_> {
                 self.committed(job, result)?;
             }
             self.record_and_delete()?;
+            if !self.space_asked_after
+                && queue.is_empty()
+                && self.files.is_empty()
+                && self.commits.pending() == 0
+                && self.to_record.is_empty()
+            {
+                // Every REMOVE is sent, and sftp-server answers in order:
+                // asked now, the free space counts them, and its answer
+                // comes with theirs rather than a round trip after them.
+                self.space_asked_after = true;
+                self.ask_remote_space(true);
+            }
             if self.ops.is_empty() && self.wire.outstanding() == 0 {
                 if let Some((job, result)) = self.commits.wait_done() {
                     self.committed(job, result)?;

@@ -88,18 +88,39 @@ fn without_a_window_nothing_is_deferred_and_the_backlog_is_what_could_not_be_rem
 
 #[test]
 fn the_coprocessor_free_space_is_asked_before_and_after_or_said_to_be_unknown() {
+    // In order, and with the answers shuffled: the free space reported is
+    // the one after the deletes (the scripted filesystem frees what is
+    // removed), and the second question goes out with the last REMOVE,
+    // before the emptied folders' RMDIRs.
+    for reorder in [false, true] {
+        let mut h = Harness::new();
+        let mut server = Scripted::new();
+        server.faults.reorder = reorder;
+        let files = archive(&mut server, now());
+        server.statvfs = Some((3 << 30, 16 << 30));
+        let o = h.run(&mut server);
+        assert_eq!(o.result, Ok(()));
+        assert_eq!(server.requests("STATVFS"), ["/v2x", "/v2x"]);
+        let removed: u64 = files.iter().map(|(_, size, _)| *size as u64).sum();
+        let s = o.report.remote_space.expect("measured");
+        assert_eq!(
+            (s.free_bytes, s.size_bytes),
+            (Some(((3 << 30) + removed) / 4096 * 4096), Some(16 << 30)),
+            "reorder: {reorder}"
+        );
+        assert!(s.unknown.is_none());
+        if !reorder {
+            let at = |what: &str| server.log.iter().rposition(|l| l.starts_with(what));
+            let (space, rmdir) = (at("STATVFS"), at("RMDIR"));
+            assert!(
+                space.is_some() && rmdir.is_some() && space < rmdir,
+                "{:?}",
+                server.log
+            );
+        }
+    }
+
     let mut h = Harness::new();
-    let mut server = Scripted::new();
-    archive(&mut server, now());
-    server.statvfs = Some((3 << 30, 16 << 30));
-    let o = h.run(&mut server);
-    assert_eq!(server.requests("STATVFS"), ["/v2x", "/v2x"]);
-    let s = o.report.remote_space.expect("measured");
-    assert_eq!(
-        (s.free_bytes, s.size_bytes),
-        (Some(3 << 30), Some(16 << 30))
-    );
-    assert!(s.unknown.is_none());
 
     let mut server = Scripted::new();
     archive(&mut server, now());
