@@ -9,10 +9,12 @@
 //! | [`credentials`] | systemd credentials: where `$CREDENTIALS_DIRECTORY` puts a named secret |
 //! | [`fault`] | crash points for the fault campaign (inert in a shipped build) |
 //! | [`scoped`] | work on several intersections at once, each in its span |
+//! | [`memory`] | how many malloc arenas the process keeps |
 pub mod clock;
 pub mod credentials;
 pub mod durable;
 pub mod fault;
+pub mod memory;
 pub mod scoped;
 pub mod secret;
 pub mod text;
