@@ -148,6 +148,14 @@ fn pipe(
     [reader, writer]
 }
 
+/// Adds intersection `name` to `client`, reached over a slow link of its
+/// own (20 ms each way, 4 MiB/s down), which the caller keeps alive.
+fn add_over_slow_link(client: &mut Client, sshd: &Sshd, tree: &RemoteTree, name: &str) -> SlowLink {
+    let link = SlowLink::start(sshd.addr(), Duration::from_millis(20), 4 * MIB);
+    client.add_through(Site::new(name, sshd, tree), sshd, link.addr());
+    link
+}
+
 impl Drop for SlowLink {
     fn drop(&mut self) {
         shut_down_proxy(
@@ -279,13 +287,8 @@ fn max_rate_holds_one_intersection_to_its_cap_on_a_faster_slow_link() {
     let mut tree = RemoteTree::new();
     // 24 MiB at 1 MiB/s: 24 s, on a link of 4 MiB/s with a 40 ms round trip.
     fill(&mut tree, 24, MIB as usize);
-    let link = SlowLink::start(sshd.addr(), Duration::from_millis(20), 4 * MIB);
     let mut client = Client::new();
-    client.add_through(
-        Site::new("intersection-1", &sshd, &tree),
-        &sshd,
-        link.addr(),
-    );
+    let link = add_over_slow_link(&mut client, &sshd, &tree, "intersection-1");
     client.set("max_rate = \"1MiB/s\"");
     let out = client.run();
     assert_exit(&out, 0);
@@ -318,14 +321,9 @@ fn max_rate_total_holds_four_intersections_together() {
         // and no intersection has a cap of its own: only the total binds,
         // also while the last one finishes alone.
         fill(&mut tree, 12, MIB as usize);
-        let link = SlowLink::start(sshd.addr(), Duration::from_millis(20), 4 * MIB);
-        client.add_through(
-            Site::new(&format!("intersection-{}", i + 1), &sshd, &tree),
-            &sshd,
-            link.addr(),
-        );
+        let name = format!("intersection-{}", i + 1);
+        links.push(add_over_slow_link(&mut client, &sshd, &tree, &name));
         trees.push(tree);
-        links.push(link);
     }
     client.set("max_rate_total = \"2MiB/s\"");
     let out = client.run();
@@ -405,13 +403,8 @@ fn end_time_mid_transfer_moves_nothing_after_the_grace_defers_the_rest_and_the_n
     // 16 files of 1 MiB at 512 KiB/s: 32 s; the window ends after ~10 s.
     fill(&mut tree, 16, MIB as usize);
     let total = tree.total_bytes();
-    let link = SlowLink::start(sshd.addr(), Duration::from_millis(20), 4 * MIB);
     let mut client = Client::new();
-    client.add_through(
-        Site::new("intersection-1", &sshd, &tree),
-        &sshd,
-        link.addr(),
-    );
+    let link = add_over_slow_link(&mut client, &sshd, &tree, "intersection-1");
     client.set("max_rate = \"512KiB/s\"");
     let prom = client.dir.path().join("v2x.prom");
     let head = format!("metrics_textfile = {:?}", prom.display().to_string());

@@ -297,14 +297,25 @@ fn elements(r: &mut Report<'_>, item: &Item<Vec<Item<String>>>) -> Option<Vec<St
         );
         return None;
     }
+    distinct(r, item, |name| {
+        unsafe_component(name).map(|why| {
+            format!("{why}; an element name must be a plain folder name such as \"spat\"")
+        })
+    })
+}
+
+/// A list's names, each accepted by `check` (which says why not) and none
+/// listed twice; every problem is reported, with its line.
+fn distinct(
+    r: &mut Report<'_>,
+    item: &Item<Vec<Item<String>>>,
+    check: impl Fn(&str) -> Option<String>,
+) -> Option<Vec<String>> {
     let mut ok = true;
     let mut seen: HashMap<&str, Option<usize>> = HashMap::new();
     for e in &item.value {
-        if let Some(why) = unsafe_component(&e.value) {
-            r.at(
-                e,
-                format!("{why}; an element name must be a plain folder name such as \"spat\""),
-            );
+        if let Some(why) = check(&e.value) {
+            r.at(e, why);
             ok = false;
         } else if let Some(first) = seen.get(e.value.as_str()) {
             r.at(
@@ -757,38 +768,14 @@ fn algorithm_list(
         return None;
     }
     let supported = algorithms::supported(kind);
-    let mut ok = true;
-    let mut seen: HashMap<&str, Option<usize>> = HashMap::new();
-    for e in &item.value {
-        if let Some(supported) = &supported
-            && !supported.contains(&e.value.as_str())
-        {
-            r.at(
-                e,
-                format!(
-                    "{:?} is not an algorithm this client supports; it supports: {}",
-                    e.value,
-                    supported.join(", ")
-                ),
-            );
-            ok = false;
-        } else if let Some(first) = seen.get(e.value.as_str()) {
-            r.at(
-                e,
-                format!(
-                    "{:?} is listed twice{}; remove one",
-                    e.value,
-                    first
-                        .map(|l| format!(" (first on line {l})"))
-                        .unwrap_or_default()
-                ),
-            );
-            ok = false;
-        } else {
-            seen.insert(&e.value, e.line);
-        }
-    }
-    ok.then(|| item.value.iter().map(|e| e.value.clone()).collect())
+    distinct(r, item, |name| {
+        supported.as_ref().filter(|s| !s.contains(&name)).map(|s| {
+            format!(
+                "{name:?} is not an algorithm this client supports; it supports: {}",
+                s.join(", ")
+            )
+        })
+    })
 }
 
 /// A required key of an intersection, or an error naming it.

@@ -245,7 +245,7 @@ pub struct HashBatch {
     results: HashMap<Vec<u8>, [u8; 32]>,
     /// Each name asked for, by the ways the hasher may print it
     /// ([`printed_forms`]); `None` where two names print alike.
-    expected: HashMap<Printed, Option<Vec<u8>>>,
+    expected: Expected,
     stderr: String,
 }
 
@@ -268,17 +268,7 @@ impl HashBatch {
             };
             input.extend_from_slice(&given);
             input.push(0);
-            for printed in printed_forms(&given) {
-                expected
-                    .entry(printed)
-                    .and_modify(|n: &mut Option<Vec<u8>>| {
-                        // Two names printed alike: neither is trusted.
-                        if n.as_deref() != Some(p) {
-                            *n = None;
-                        }
-                    })
-                    .or_insert_with(|| Some(p.to_vec()));
-            }
+            expect(&mut expected, p, &given);
         }
         channel
             .write_all(&input)
@@ -366,6 +356,24 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Names a hasher's output may print, and the name each stands for.
+type Expected = HashMap<Printed, Option<Vec<u8>>>;
+
+/// Records the ways the hasher may print `given` (how `name` was passed to
+/// it) as standing for `name`; a form two names share stands for neither.
+fn expect(expected: &mut Expected, name: &[u8], given: &[u8]) {
+    for printed in printed_forms(given) {
+        expected
+            .entry(printed)
+            .and_modify(|n| {
+                if n.as_deref() != Some(name) {
+                    *n = None;
+                }
+            })
+            .or_insert_with(|| Some(name.to_vec()));
+    }
+}
+
 /// How a hasher may print `name`: as it is, or, when it holds a newline,
 /// a carriage return or a backslash, after a leading `\` with `\n`, `\r`
 /// and `\\` escaped (GNU `sha256sum`; 8.x leaves `\r` as it is) or with
@@ -431,18 +439,9 @@ mod tests {
 
     /// Where `line` leads among the names asked for.
     fn resolve(names: &[&[u8]], line: &str) -> Option<Vec<u8>> {
-        let mut expected: HashMap<Printed, Option<Vec<u8>>> = HashMap::new();
+        let mut expected = Expected::new();
         for &n in names {
-            for f in printed_forms(n) {
-                expected
-                    .entry(f)
-                    .and_modify(|e| {
-                        if e.as_deref() != Some(n) {
-                            *e = None;
-                        }
-                    })
-                    .or_insert_with(|| Some(n.to_vec()));
-            }
+            expect(&mut expected, n, n);
         }
         let (printed, _) = parse_line(line.as_bytes())?;
         expected.get(&printed).cloned().flatten()

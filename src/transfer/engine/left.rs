@@ -68,23 +68,6 @@ impl Engine<'_, '_> {
         }
     }
 
-    /// The same, waiting for the answer: after the deletes, what the
-    /// coprocessor has left tonight. Called with nothing else in flight.
-    pub(super) fn remote_space(&mut self) {
-        let path = self.ctx.ix.v2x_data_location.clone();
-        let Some(id) = self.wire.send_statvfs(path.as_bytes()) else {
-            self.report.remote_space = Some(RemoteSpace::unsupported());
-            return;
-        };
-        loop {
-            match self.wire.recv() {
-                Ok((got, r)) if got == id => return self.space_answered(r, true),
-                Ok(_) => continue,
-                Err(_) => return,
-            }
-        }
-    }
-
     /// Records a `statvfs@openssh.com` answer; one from before the deletes
     /// never replaces one from after them (a server may answer out of
     /// order).

@@ -360,11 +360,8 @@ impl<'a, 'c> Engine<'a, 'c> {
         for b in std::mem::take(&mut self.batch_left).into_keys() {
             self.wire.hash_end(b);
         }
-        // Again after the deletes: what the coprocessor has left tonight
-        // (asked with the last REMOVEs, see `transfer`).
-        if !self.space_asked_after {
-            self.remote_space();
-        }
+        // The free space after the deletes was asked with the last
+        // REMOVEs and is answered by now (see `transfer`).
         if self.listing_complete {
             let swept = self.lander.sweep_leftovers();
             if swept > 0 {
