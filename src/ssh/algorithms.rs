@@ -35,8 +35,11 @@ pub struct Negotiated {
 
 impl Negotiated {
     /// Reads the negotiated methods of a session after its handshake.
-    pub fn of(session: &Session, compression: bool) -> Negotiated {
+    /// Compression is what the server chose for its data to us, not what
+    /// we asked: a server may offer none.
+    pub fn of(session: &Session) -> Negotiated {
         let get = |m| session.methods(m).unwrap_or("?").to_string();
+        let compression = !matches!(session.methods(MethodType::CompSc), None | Some("none"));
         let cipher = get(MethodType::CryptSc);
         let aead = cipher.contains("gcm") || cipher.starts_with("chacha20-poly1305");
         Negotiated {

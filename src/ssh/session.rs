@@ -206,15 +206,18 @@ pub fn connect(
 }
 
 /// [`connect`] for a pass. When `compression` is unset, the link decides:
-/// the first guess is what earlier sessions of this pass measured for the
-/// same `host:port` (the shortest round trip, see [`LINKS`]), or else comes
-/// from the TCP connect and SSH banner times ([`link_looks_slow`]). The
-/// answer to the `none` authentication request, right after the key
-/// exchange, checks that guess ([`auth_round_trip`]), or where it is not
-/// clear SFTP round trips after login do ([`sftp_round_trip`]); if guess and
-/// check disagree the session is dropped there and opened once more the
-/// other way. Returns the round trip the decision used: the shortest
-/// measured for this address.
+/// what earlier sessions of this pass measured for the same `host:port`
+/// (the shortest round trip, see [`LINKS`]) decides outright; else the
+/// server's KEXINIT, timed from our banner before ours goes out
+/// ([`kexinit_round_trip`]), and where that times nothing the TCP connect
+/// and SSH banner ([`link_looks_slow`]), make a guess. A KEXINIT under
+/// [`COMPRESS_ABOVE_RTT`] is a fast link for certain; any other guess is
+/// checked by the answer to the `none` authentication request
+/// ([`auth_round_trip`]), or where that is not clear by SFTP round trips
+/// after login ([`sftp_round_trip`]); if guess and check disagree the
+/// session is dropped there and opened once more the other way. Returns
+/// the round trip the decision used: the shortest measured for this
+/// address.
 ///
 /// # Errors
 /// As [`connect`], for whichever session is kept.
@@ -327,36 +330,168 @@ impl Drop for HandshakeSlot {
     }
 }
 
-/// The first guess at whether a link is slow, before anything is
-/// negotiated. A TCP connect that took [`COMPRESS_ABOVE_RTT`] or more is a
-/// slow link for certain: the kernel answers the SYN, so the time is one
-/// network round trip whatever the server's load. A fast connect may still
-/// hide a slow link behind a relay (a VPN concentrator, a proxy), which only
-/// the SSH banner shows: it arrives one relayed round trip plus sshd's own
-/// start-up after the connect ([`BANNER_SLOW`]). MSG_PEEK leaves the
-/// banner for libssh2 to read.
-fn link_looks_slow(socket: &TcpStream, connect: Duration, timeout: Duration) -> bool {
-    let started = Instant::now();
-    let _ = socket.set_read_timeout(Some(timeout));
-    let seen = socket.peek(&mut [0u8; 1]).is_ok();
-    let _ = socket.set_read_timeout(None);
-    let latency = started.elapsed();
-    tracing::debug!(
-        connect_ms = connect.as_secs_f64() * 1000.0,
-        banner_ms = latency.as_secs_f64() * 1000.0,
-        "TCP connect and SSH banner latency"
-    );
-    connect >= COMPRESS_ABOVE_RTT || (seen && latency >= BANNER_SLOW)
+/// What the server sent before we said anything.
+struct Banner {
+    /// From the end of the TCP connect to the banner's first byte: one
+    /// one-way delay (more behind a relay) plus sshd's start-up.
+    latency: Duration,
+    /// The whole identification line came.
+    seen: bool,
+    /// Bytes after the identification line too: a server that sends its
+    /// KEXINIT without waiting for ours, whose answer times nothing.
+    kexinit_too: bool,
 }
 
-/// A banner this late makes the first guess "slow". It arrives one relayed
-/// one-way delay plus sshd's start-up (fork, re-exec, host keys: 8-13 ms on
-/// an idle server here) after the connect, so a relay of 15-25 ms each way
-/// (the tests' relay, the benchmark's W2 and W4) shows as 23-41 ms, and an
-/// idle LAN or loopback server under 20 ms. A busy sshd's start-up also
-/// passes it; that wrong guess costs a handshake (the `none` answer then
-/// says fast, [`auth_round_trip`]), and only until this pass has measured
-/// the address ([`LINKS`]).
+/// Waits for the server's whole banner, at most `timeout`, leaving it for
+/// libssh2 to read (MSG_PEEK). Sending ours only then keeps sshd's start-up
+/// out of [`kexinit_round_trip`], and a banner still arriving cannot pass
+/// for the answer to ours.
+fn await_banner(socket: &TcpStream, timeout: Duration) -> Banner {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    let mut latency = None;
+    let mut identified = None;
+    while identified.is_none() {
+        let left = timeout.saturating_sub(started.elapsed());
+        if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        let n = match socket.peek(&mut buf) {
+            Ok(n) if n > 0 => n,
+            _ => break,
+        };
+        latency.get_or_insert_with(|| started.elapsed());
+        identified = identification_end(&buf[..n]).map(|end| end < n);
+        if identified.is_none() {
+            if n == buf.len() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let _ = socket.set_read_timeout(None);
+    Banner {
+        latency: latency.unwrap_or_else(|| started.elapsed()),
+        seen: identified.is_some(),
+        kexinit_too: identified.unwrap_or(false),
+    }
+}
+
+/// Where the server's identification line ends in `bytes` (the start of
+/// what it sent): past the first line starting `SSH-` (RFC 4253 4.2: a
+/// server may send other lines before it); `None` while incomplete.
+fn identification_end(bytes: &[u8]) -> Option<usize> {
+    let mut start = 0;
+    while let Some(len) = bytes[start..].iter().position(|b| *b == b'\n') {
+        let end = start + len + 1;
+        if bytes[start..].starts_with(b"SSH-") {
+            return Some(end);
+        }
+        start = end;
+    }
+    None
+}
+
+/// How long a server gets to answer our banner with its KEXINIT before we
+/// send ours anyway: a link slower than this is slow whatever it is, and a
+/// server that waits for the client's KEXINIT (not OpenSSH) costs this once
+/// per address and pass.
+const KEXINIT_PATIENCE: Duration = Duration::from_secs(1);
+
+/// Times the server's KEXINIT from our banner: with the vendored libssh2's
+/// `kexinit-after-peer` patch (PATCHES.md) the first key exchange reads
+/// the server's KEXINIT before building ours, and in non-blocking mode the
+/// handshake stops there. OpenSSH sends its KEXINIT once it has read our
+/// banner, and ours goes after its banner arrived, so the time is one
+/// network round trip, relays included, without sshd's start-up that
+/// stretches the banner on a busy or small server. `None` where it times
+/// nothing: no banner, a server that sent its KEXINIT unasked, or no answer
+/// within [`KEXINIT_PATIENCE`]. On return the session is blocking again and
+/// our KEXINIT not yet sent (the next `handshake` sends it), unless the
+/// server answered within microseconds: then it went with compression off,
+/// which such a link wants.
+///
+/// # Errors
+/// The handshake's, when the server breaks it off.
+fn kexinit_round_trip(
+    session: &mut Session,
+    socket: &TcpStream,
+    banner: &Banner,
+) -> Result<Option<Duration>, ssh2::Error> {
+    if !banner.seen || banner.kexinit_too {
+        return Ok(None);
+    }
+    kexinit_after_peer(session, true);
+    session.set_compress(false);
+    session.set_blocking(false);
+    let sent = Instant::now();
+    let eagain = ssh2::ErrorCode::Session(libssh2_sys::LIBSSH2_ERROR_EAGAIN);
+    let waiting = match session.handshake() {
+        Ok(()) => Ok(false),
+        Err(e) if e.code() == eagain => Ok(true),
+        Err(e) => Err(e),
+    };
+    // Unless libssh2 read the answer already, it is what wakes this peek.
+    // libssh2 made the socket non-blocking (O_NONBLOCK is shared by the
+    // clones), and expects it so again.
+    let answered = waiting.as_ref().is_ok_and(|waiting| {
+        !waiting || {
+            let _ = socket.set_nonblocking(false);
+            let _ = socket.set_read_timeout(Some(KEXINIT_PATIENCE));
+            let seen = socket.peek(&mut [0u8; 1]).is_ok();
+            let _ = socket.set_read_timeout(None);
+            let _ = socket.set_nonblocking(true);
+            seen
+        }
+    });
+    let rtt = sent.elapsed();
+    session.set_blocking(true);
+    kexinit_after_peer(session, false);
+    waiting?;
+    tracing::debug!(
+        banner_ms = banner.latency.as_secs_f64() * 1000.0,
+        kexinit_ms = answered.then_some(rtt.as_secs_f64() * 1000.0),
+        "SSH banner and KEXINIT round trip"
+    );
+    Ok(answered.then_some(rtt))
+}
+
+/// Sets the vendored libssh2's `LIBSSH2_FLAG_V2X_KEXINIT_AFTER_PEER`.
+fn kexinit_after_peer(session: &Session, on: bool) {
+    let mut raw = session.raw();
+    // SAFETY: `raw` is the session's live handle, held under its lock for
+    // the call; the flag only sets an int in the session (session.c).
+    unsafe {
+        libssh2_sys::libssh2_session_flag(
+            &mut *raw,
+            libssh2_sys::LIBSSH2_FLAG_V2X_KEXINIT_AFTER_PEER,
+            i32::from(on),
+        );
+    }
+}
+
+/// The first guess at whether a link is slow where its KEXINIT timed
+/// nothing ([`kexinit_round_trip`]). A TCP connect that took
+/// [`COMPRESS_ABOVE_RTT`] or more is a slow link for certain: the kernel
+/// answers the SYN, so the time is one network round trip whatever the
+/// server's load. A fast connect may still hide a slow link behind a relay
+/// (a VPN concentrator, a proxy), which only the SSH banner shows: it
+/// arrives one relayed round trip plus sshd's own start-up after the
+/// connect ([`BANNER_SLOW`]).
+fn link_looks_slow(connect: Duration, banner: &Banner) -> bool {
+    tracing::debug!(
+        connect_ms = connect.as_secs_f64() * 1000.0,
+        banner_ms = banner.latency.as_secs_f64() * 1000.0,
+        "no KEXINIT round trip: first guess from the TCP connect and SSH banner"
+    );
+    connect >= COMPRESS_ABOVE_RTT || (banner.seen && banner.latency >= BANNER_SLOW)
+}
+
+/// A banner this late makes the fallback guess "slow". It arrives one
+/// relayed one-way delay plus sshd's start-up (fork, re-exec, host keys:
+/// 8-13 ms on an idle server here, 25-30 ms with four starting at once on
+/// a busy machine) after the connect, so the guess is often wrong, and
+/// costs a handshake: the `none` answer checks it ([`auth_round_trip`]).
 const BANNER_SLOW: Duration = Duration::from_millis(20);
 
 /// A session opened with compression decided by the caller.
@@ -407,15 +542,12 @@ fn open(
     // Asked after waiting for a handshake place: an earlier session to this
     // address may have measured the link by now.
     let decided = compress.or_else(|| known_link(&display));
-    let compress =
-        decided.unwrap_or_else(|| link_looks_slow(&socket, connect_time, transfer.connect_timeout));
     let handshake_err = |source| RemoteError::Handshake {
         addr: display.clone(),
         source,
     };
     let mut session = Session::new().map_err(handshake_err)?;
     session.set_timeout(millis(transfer.connect_timeout));
-    session.set_compress(compress);
     algorithms::apply(&transfer.algorithms, &session).map_err(handshake_err)?;
     let known_types = known.key_types_for(&ix.host, ix.port);
     if let Some(algorithms) = known_hosts::host_key_algorithms(&known_types) {
@@ -429,16 +561,43 @@ fn open(
     })?;
     session.set_tcp_stream(socket_for_session);
     let started = Instant::now();
+    // Undecided, the server's KEXINIT is timed before ours goes out with
+    // the compression it implies.
+    let kex_rtt = match decided {
+        Some(compress) => {
+            session.set_compress(compress);
+            None
+        }
+        None => {
+            let banner = await_banner(&socket, transfer.connect_timeout);
+            let rtt = kexinit_round_trip(&mut session, &socket, &banner).map_err(handshake_err)?;
+            session.set_compress(match rtt {
+                Some(rtt) => rtt >= COMPRESS_ABOVE_RTT,
+                None => link_looks_slow(connect_time, &banner),
+            });
+            rtt
+        }
+    };
     session.handshake().map_err(handshake_err)?;
     let handshake = started.elapsed();
-    let negotiated = Negotiated::of(&session, compress);
+    let negotiated = Negotiated::of(&session);
+    let compress = negotiated.compression;
 
     verify_host_key(&session, known, ix, &display)?;
-    // The guess checked: at once where the answer to the `none` request
-    // is clear, after login by SFTP round trips where it is not.
+    // The guess checked. A KEXINIT answered within COMPRESS_ABOVE_RTT
+    // proves a fast link (load only lengthens a round trip); anything else
+    // takes the `none` answer as a second sample, at once, and where the
+    // two are not clear SFTP round trips after login.
     let mut unsure = false;
     if decided.is_none() {
-        let rtt = auth_round_trip(&session, ix, &display)?;
+        let fast = kex_rtt.filter(|rtt| *rtt < COMPRESS_ABOVE_RTT);
+        let rtt = match fast {
+            Some(rtt) => rtt,
+            None => {
+                let auth = auth_round_trip(&session, ix, &display)?;
+                kex_rtt.map_or(auth, |kex| kex.min(auth))
+            }
+        };
         let slow = if rtt < COMPRESS_ABOVE_RTT {
             Some(false)
         } else if rtt >= 3 * COMPRESS_ABOVE_RTT {
@@ -866,5 +1025,23 @@ fn refused(op: &'static str, path: &Path, r: &Response) -> RemoteError {
             _ => None,
         },
         detail: r.describe(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_identification_line_ends_where_its_newline_does() {
+        assert_eq!(identification_end(b"SSH-2.0-OpenSSH_9.2\r\n"), Some(21));
+        // Lines before it (a server may send them), and what follows it.
+        let sent = b"hello\r\nSSH-2.0-x\r\n\0\0\x01";
+        assert_eq!(identification_end(sent), Some(18));
+        assert!(identification_end(sent).is_some_and(|end| end < sent.len()));
+        // Still arriving, or not SSH at all.
+        assert_eq!(identification_end(b"SSH-2.0-Open"), None);
+        assert_eq!(identification_end(b"hello\r\n"), None);
+        assert_eq!(identification_end(b""), None);
     }
 }

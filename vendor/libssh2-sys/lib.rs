@@ -29,6 +29,10 @@ pub const SSH_DISCONNECT_ILLEGAL_USER_NAME: c_int = 15;
 
 pub const LIBSSH2_FLAG_SIGPIPE: c_int = 1;
 pub const LIBSSH2_FLAG_COMPRESS: c_int = 2;
+/// Local patch (PATCHES.md): the first key exchange takes the server's
+/// KEXINIT before sending ours, so a caller in non-blocking mode can time
+/// the server's answer to our banner and still choose compression.
+pub const LIBSSH2_FLAG_V2X_KEXINIT_AFTER_PEER: c_int = 0x5632;
 
 pub const LIBSSH2_HOSTKEY_TYPE_UNKNOWN: c_int = 0;
 pub const LIBSSH2_HOSTKEY_TYPE_RSA: c_int = 1;
@@ -790,7 +794,7 @@ pub fn init() {
 /// v2x-data-sftp-client names it at compile time, so a build that silently
 /// falls back to the unpatched crates.io copy fails instead of running
 /// slower.
-pub const V2X_PATCHES: &str = "bulk-decrypt,bulk-decrypt-gcm";
+pub const V2X_PATCHES: &str = "bulk-decrypt,bulk-decrypt-gcm,kexinit-after-peer";
 
 extern "C" {
     /// Defined only in the patched C sources (libssh2/src/transport.c).

@@ -358,6 +358,9 @@ typedef struct _LIBSSH2_SK_SIG_INFO {
 #define LIBSSH2_FLAG_SIGPIPE        1
 #define LIBSSH2_FLAG_COMPRESS       2
 #define LIBSSH2_FLAG_QUOTE_PATHS    3
+/* v2x-data-sftp-client patch (see vendor/libssh2-sys/PATCHES.md): the
+   first key exchange takes the server's KEXINIT before sending ours. */
+#define LIBSSH2_FLAG_V2X_KEXINIT_AFTER_PEER 0x5632
 
 #if defined(__clang__) && __clang_major__ >= 13
 #pragma clang diagnostic push

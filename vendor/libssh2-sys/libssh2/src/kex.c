@@ -3633,6 +3633,38 @@ int ssh2_kex_exchange(LIBSSH2_SESSION *session, int reexchange,
             key_state->state = ssh2_NB_state_sent;
         }
 
+        /* v2x-data-sftp-client patch (see vendor/libssh2-sys/PATCHES.md):
+           with LIBSSH2_FLAG_V2X_KEXINIT_AFTER_PEER set, the first exchange
+           takes the server's KEXINIT before building and sending ours. An
+           OpenSSH server sends its KEXINIT once it has read our banner, so
+           in non-blocking mode the caller gets EAGAIN here, times the
+           answer (one round trip, without the server's start-up) and may
+           still change the preferences (compression) that ours will carry.
+           Clearing the flag while waiting sends ours at the next call (a
+           server that waits for the client's KEXINIT first). Both orders
+           are RFC 4253 section 7.1 key exchange. */
+        if(key_state->state == ssh2_NB_state_sent && !reexchange &&
+           session->flag.v2x_kexinit_after_peer && !key_state->data) {
+            retcode =
+                ssh2_packet_require(session, SSH_MSG_KEXINIT,
+                                    &key_state->data,
+                                    &key_state->data_len, 0, NULL, 0,
+                                    &key_state->req_state);
+            if(retcode == LIBSSH2_ERROR_EAGAIN) {
+                session->state &= ~SSH2_STATE_KEX_ACTIVE;
+                return retcode;
+            }
+            else if(retcode) {
+                session->local.kexinit = key_state->oldlocal;
+                session->local.kexinit_len = key_state->oldlocal_len;
+                key_state->state = ssh2_NB_state_idle;
+                session->state &= ~SSH2_STATE_INITIAL_KEX;
+                session->state &= ~SSH2_STATE_KEX_ACTIVE;
+                session->state &= ~SSH2_STATE_EXCHANGING_KEYS;
+                return LIBSSH2_ERROR_KEX_FAILURE;
+            }
+        }
+
         if(key_state->state == ssh2_NB_state_sent) {
             retcode = kex_init(session);
             if(retcode == LIBSSH2_ERROR_EAGAIN) {
@@ -3653,7 +3685,9 @@ int ssh2_kex_exchange(LIBSSH2_SESSION *session, int reexchange,
         }
 
         if(key_state->state == ssh2_NB_state_sent1) {
-            retcode =
+            /* v2x-data-sftp-client patch: the server's KEXINIT may be in
+               hand already (see above). */
+            retcode = key_state->data ? 0 :
                 ssh2_packet_require(session, SSH_MSG_KEXINIT,
                                     &key_state->data,
                                     &key_state->data_len, 0, NULL, 0,

@@ -693,6 +693,8 @@ struct flags {
     int sigpipe;     /* LIBSSH2_FLAG_SIGPIPE */
     int compress;    /* LIBSSH2_FLAG_COMPRESS */
     int quote_paths; /* LIBSSH2_FLAG_QUOTE_PATHS */
+    /* v2x-data-sftp-client patch: LIBSSH2_FLAG_V2X_KEXINIT_AFTER_PEER */
+    int v2x_kexinit_after_peer;
 };
 
 #if defined(__clang__) && __clang_major__ >= 13

@@ -1308,6 +1308,10 @@ int libssh2_session_flag(LIBSSH2_SESSION *session, int flag, int value)
     case LIBSSH2_FLAG_QUOTE_PATHS:
         session->flag.quote_paths = value;
         break;
+    /* v2x-data-sftp-client patch (see vendor/libssh2-sys/PATCHES.md) */
+    case LIBSSH2_FLAG_V2X_KEXINIT_AFTER_PEER:
+        session->flag.v2x_kexinit_after_peer = value;
+        break;
     default:
         return LIBSSH2_ERROR_INVAL;  /* unknown flag */
     }

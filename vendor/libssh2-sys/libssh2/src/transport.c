@@ -134,7 +134,7 @@ static void transport_debugdump(LIBSSH2_SESSION *session, const char *desc,
 const char *libssh2_v2x_patches(void);
 const char *libssh2_v2x_patches(void)
 {
-    return "bulk-decrypt,bulk-decrypt-gcm";
+    return "bulk-decrypt,bulk-decrypt-gcm,kexinit-after-peer";
 }
 
 /* transport_decrypt() decrypts 'len' bytes from 'source' to 'dest' in units of
