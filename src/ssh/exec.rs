@@ -45,10 +45,13 @@ pub enum Tool {
 
 impl Tool {
     /// The whole command line (`xargs -r`: nothing to hash, nothing run).
+    /// `nice -n 19`: the coprocessor's own work (the MMITSS applications
+    /// answering vehicles) comes before our check; `nice` is coreutils and
+    /// BusyBox, wherever `xargs` is.
     pub fn command(self) -> &'static str {
         match self {
-            Tool::OpenSsl => "xargs -0 -r openssl dgst -sha256 -r",
-            Tool::Sha256sum => "xargs -0 -r sha256sum --",
+            Tool::OpenSsl => "nice -n 19 xargs -0 -r openssl dgst -sha256 -r",
+            Tool::Sha256sum => "nice -n 19 xargs -0 -r sha256sum --",
         }
     }
 }
