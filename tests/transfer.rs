@@ -549,47 +549,25 @@ fn delay_relay(
     delay: Duration,
     prompt_bytes: usize,
 ) -> std::net::SocketAddr {
-    use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let Ok(server) = TcpStream::connect(target) else {
-                continue;
-            };
-            for (mut from, mut to, mut prompt) in [
-                (client.try_clone().unwrap(), server.try_clone().unwrap(), 0),
-                (server, client, prompt_bytes),
-            ] {
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; 1 << 16];
-                    loop {
-                        // Read the prompt part on its own so it is not held back.
-                        let want = if prompt > 0 {
-                            prompt.min(buf.len())
-                        } else {
-                            buf.len()
-                        };
-                        let n = match from.read(&mut buf[..want]) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        if prompt > 0 {
-                            prompt -= n;
-                        } else {
-                            std::thread::sleep(delay);
-                        }
-                        if to.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = to.shutdown(std::net::Shutdown::Both);
-                });
+    relay(target, move || {
+        let up = move |chunk: &[u8]| {
+            if !chunk.is_empty() {
+                std::thread::sleep(delay);
             }
-        }
-    });
-    addr
+            RELAY_BUF
+        };
+        let mut prompt = prompt_bytes;
+        let down = move |chunk: &[u8]| {
+            if prompt > 0 {
+                prompt = prompt.saturating_sub(chunk.len());
+            } else if !chunk.is_empty() {
+                std::thread::sleep(delay);
+            }
+            // The prompt is read on its own so it is not held back.
+            if prompt > 0 { prompt } else { RELAY_BUF }
+        };
+        (up, down)
+    })
 }
 
 fn compressed_sessions(sshd: &Sshd) -> (usize, usize) {
@@ -688,82 +666,74 @@ fn compression_left_unset_follows_the_link_round_trip() {
 /// its first `hold` after accepting, which waits until then: a server
 /// slow to start (a loaded machine, a small coprocessor) on a fast link.
 fn late_banner_relay(target: std::net::SocketAddr, hold: Duration) -> std::net::SocketAddr {
-    relay(target, move |_| {
+    relay(target, move || {
         let accepted = Instant::now();
-        move |_chunk: &[u8]| std::thread::sleep(hold.saturating_sub(accepted.elapsed()))
+        let down = move |chunk: &[u8]| {
+            if !chunk.is_empty() {
+                std::thread::sleep(hold.saturating_sub(accepted.elapsed()));
+            }
+            RELAY_BUF
+        };
+        (|_: &[u8]| RELAY_BUF, down)
     })
 }
 
 /// A relay in front of a server that sends its KEXINIT only after the
 /// client's (OpenSSH does not wait; other servers may): after its banner
 /// line, nothing more comes down until the client has sent more than its
-/// own banner line.
+/// own banner line. Banners are read a byte at a time to find their ends.
 fn kexinit_waits_for_client_relay(target: std::net::SocketAddr) -> std::net::SocketAddr {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    relay_both(target, || {
+    relay(target, || {
         let spoke = Arc::new(AtomicBool::new(false));
-        let (mut up_lines, mut down_lines) = (0usize, 0usize);
         let heard = spoke.clone();
+        let mut up_past_banner = false;
         let up = move |chunk: &[u8]| {
-            let before = up_lines;
-            up_lines += chunk.iter().filter(|b| **b == b'\n').count();
-            if before >= 1 || (up_lines >= 1 && !chunk.ends_with(b"\n")) {
+            if up_past_banner && !chunk.is_empty() {
                 heard.store(true, Ordering::SeqCst);
             }
+            up_past_banner |= chunk.contains(&b'\n');
+            if up_past_banner { RELAY_BUF } else { 1 }
         };
+        let mut down_past_banner = false;
         let down = move |chunk: &[u8]| {
-            if down_lines >= 1 {
+            if down_past_banner && !chunk.is_empty() {
                 while !spoke.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
-            down_lines += chunk.iter().filter(|b| **b == b'\n').count();
+            down_past_banner |= chunk.contains(&b'\n');
+            if down_past_banner { RELAY_BUF } else { 1 }
         };
         (up, down)
     })
 }
 
-/// A loopback relay to `target` that calls `down(chunk)` before passing
-/// each chunk the server sends; `make` builds one per connection.
-fn relay<F, D>(target: std::net::SocketAddr, make: F) -> std::net::SocketAddr
-where
-    F: Fn(()) -> D + Send + 'static,
-    D: FnMut(&[u8]) + Send + 'static,
-{
-    relay_both(target, move || (|_: &[u8]| {}, make(())))
-}
+/// The most a relay reads at once.
+const RELAY_BUF: usize = 1 << 16;
 
-/// [`relay`] with a hook each way: `make()` gives (up, down) per connection.
-fn relay_both<F, U, D>(target: std::net::SocketAddr, make: F) -> std::net::SocketAddr
+/// A loopback relay to `target`. `make` gives each connection a tap per
+/// direction (client to server, server to client), called with each chunk
+/// read before it is passed on (first with none): it waits or counts as
+/// the test wants, and returns how many bytes to read next.
+fn relay<F, U, D>(target: std::net::SocketAddr, make: F) -> std::net::SocketAddr
 where
     F: Fn() -> (U, D) + Send + 'static,
-    U: FnMut(&[u8]) + Send + 'static,
-    D: FnMut(&[u8]) + Send + 'static,
+    U: FnMut(&[u8]) -> usize + Send + 'static,
+    D: FnMut(&[u8]) -> usize + Send + 'static,
 {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
-    fn pipe(mut from: TcpStream, mut to: TcpStream, mut hook: impl FnMut(&[u8])) {
-        let mut buf = vec![0u8; 1 << 16];
-        // One line at a time until the identification lines are through,
-        // so a hook sees the banner apart from what follows it.
-        let mut lines = 0;
+    fn pipe(mut from: TcpStream, mut to: TcpStream, mut tap: impl FnMut(&[u8]) -> usize) {
+        let mut buf = vec![0u8; RELAY_BUF];
+        let mut want = tap(&[]);
         loop {
-            let n = if lines < 1 {
-                match from.read(&mut buf[..1]) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                }
-            } else {
-                match from.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                }
+            let n = match from.read(&mut buf[..want.clamp(1, RELAY_BUF)]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
             };
-            if buf[..n].contains(&b'\n') {
-                lines += 1;
-            }
-            hook(&buf[..n]);
+            want = tap(&buf[..n]);
             if to.write_all(&buf[..n]).is_err() {
                 break;
             }
@@ -788,23 +758,31 @@ where
     addr
 }
 
+/// An sshd logging its compression (see [`compressed_sessions`]), one
+/// closed MMITSS session on it, and a client whose intersection `name`
+/// reaches it through the relay `relay` makes, compression left to the link.
+fn one_session_through(
+    name: &str,
+    relay: impl FnOnce(std::net::SocketAddr) -> std::net::SocketAddr,
+) -> (Sshd, RemoteTree, Client) {
+    let sshd = Sshd::start(SshdOptions::default().log_level("DEBUG1"));
+    let mut tree = RemoteTree::new();
+    one_session(&mut tree);
+    let mut client = Client::new();
+    let through = relay(sshd.addr());
+    via_relay(&mut client, &sshd, &tree, name, through);
+    (sshd, tree, client)
+}
+
 /// The compression decision is timed from the server's answer to our
 /// banner, not from the banner: a server slow to start on a fast link (the
 /// benchmark's eight sshds starting at once showed 20-33 ms banners) gets
 /// one uncompressed session, no second handshake.
 #[test]
 fn a_late_banner_on_a_fast_link_costs_no_second_handshake() {
-    let sshd = Sshd::start(SshdOptions::default().log_level("DEBUG1"));
-    let mut tree = RemoteTree::new();
-    one_session(&mut tree);
-    let mut client = Client::new();
-    via_relay(
-        &mut client,
-        &sshd,
-        &tree,
-        "late",
-        late_banner_relay(sshd.addr(), Duration::from_millis(60)),
-    );
+    let (sshd, tree, client) = one_session_through("late", |server| {
+        late_banner_relay(server, Duration::from_millis(60))
+    });
     let out = client.run();
     assert_exit(&out, 0);
     let err = stderr(&out);
@@ -821,17 +799,7 @@ fn a_late_banner_on_a_fast_link_costs_no_second_handshake() {
 /// and checked by the `none` answer.
 #[test]
 fn a_server_that_waits_for_our_kexinit_still_gets_it() {
-    let sshd = Sshd::start(SshdOptions::default().log_level("DEBUG1"));
-    let mut tree = RemoteTree::new();
-    one_session(&mut tree);
-    let mut client = Client::new();
-    via_relay(
-        &mut client,
-        &sshd,
-        &tree,
-        "waits",
-        kexinit_waits_for_client_relay(sshd.addr()),
-    );
+    let (sshd, tree, client) = one_session_through("waits", kexinit_waits_for_client_relay);
     let started = Instant::now();
     let out = client.run();
     let took = started.elapsed();
