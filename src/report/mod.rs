@@ -150,8 +150,9 @@ pub struct IntersectionReport {
     pub errors: Vec<String>,
     /// Unix seconds of the last pass that ended `ok` (this one or an earlier one).
     pub last_success: Option<u64>,
-    /// One SFTP round trip in milliseconds, measured when `compression` is
-    /// left to the link.
+    /// The link's round trip in milliseconds, measured when `compression`
+    /// is left to the link: the server's KEXINIT answering our banner, or
+    /// where that is not clear the shortest of the later samples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<f64>,
     /// What ended the intersection early, as a short stable name
