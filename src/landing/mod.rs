@@ -22,6 +22,11 @@
 //! Names come from a remote server we do not trust: [`is_plain_name`] is the
 //! gate every name passes before it is joined to a local path, so no name can
 //! leave its folder (`Path::join` with an absolute path replaces the base).
+//!
+//! Here: names, the claim on a temporary file, [`Partial`] and its commit.
+//! Beside it: `direct` (big files written around the page cache), `hash`
+//! (the SHA-256 of what lands, on a thread of its own for big files) and
+//! `commit` (the [`CommitPool`] that runs commits beside the transfer).
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -30,9 +35,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use nix::errno::Errno;
@@ -41,26 +44,23 @@ use sha2::{Digest, Sha256};
 
 use crate::error::Disposition;
 
+mod commit;
+mod direct;
+mod hash;
+
+pub use commit::CommitPool;
+use direct::{DIRECT_ALIGN, DIRECT_BUF, Direct, is_einval};
+#[cfg(test)]
+use direct::{DIRECT_BUFFERS, DIRECT_IN_USE, DIRECT_MIN, DirectSlot};
+use hash::{Hashing, hash_prefix};
+pub use hash::{hex_digest, sha256_file};
+
 /// Longest file name Linux filesystems accept.
 const NAME_MAX: usize = 255;
 /// Bytes written between two hints to the kernel to start writing back.
 const WRITEBACK_EVERY: u64 = 8 << 20;
 /// Conflict names tried before giving up on a file.
 const MAX_CONFLICTS: u32 = 1000;
-/// Files at least this big (from where they resume) bypass the page cache;
-/// see [`Direct`].
-const DIRECT_MIN: u64 = 4 << 20;
-/// What one direct write carries, and the buffer each such file holds.
-const DIRECT_BUF: usize = 1 << 20;
-/// Direct buffers in the whole process at once (16 MiB): past that, files
-/// are written through the page cache, so memory stays bounded however many
-/// big files are open.
-const DIRECT_BUFFERS: usize = 16;
-static DIRECT_IN_USE: AtomicUsize = AtomicUsize::new(0);
-/// O_DIRECT wants memory, offsets and lengths aligned to the device's
-/// logical block; 4096 covers 512-byte and 4K devices alike.
-const DIRECT_ALIGN: usize = 4096;
-
 #[derive(Debug, thiserror::Error)]
 pub enum LandingError {
     #[error(
@@ -424,105 +424,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A big file's data on its way to disk around the page cache.
-///
-/// Landed files are archives: nothing reads them back soon, yet buffered
-/// writes pay to copy every byte into the page cache and again to write it
-/// back before the fsync (on a 1 GiB file, `dd` here: 0.46 s of system CPU
-/// buffered, 0.08 s with O_DIRECT). Data is gathered in an aligned buffer and
-/// written in whole [`DIRECT_BUF`] blocks through a second, O_DIRECT
-/// descriptor, so the temporary file on disk is still always a prefix of
-/// the remote file: what a later pass resumes from. The unaligned tail goes
-/// through the ordinary descriptor at commit, and the fsync covers both.
-struct Direct {
-    file: File,
-    buf: AlignedBuf,
-    len: usize,
-    _slot: DirectSlot,
-}
-
-impl Direct {
-    /// `None` (buffered writes) for small files, for a resume that does not
-    /// start on a block boundary, when [`DIRECT_BUFFERS`] are all taken, and
-    /// where the filesystem refuses O_DIRECT (tmpfs, some network
-    /// filesystems).
-    fn open(temp: &Path, have: u64, size: u64) -> Option<Direct> {
-        if size.saturating_sub(have) < DIRECT_MIN || !have.is_multiple_of(DIRECT_ALIGN as u64) {
-            return None;
-        }
-        let slot = DirectSlot::take()?;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(temp)
-            .ok()?;
-        file.seek(SeekFrom::Start(have)).ok()?;
-        Some(Direct {
-            file,
-            buf: AlignedBuf::new(DIRECT_BUF)?,
-            len: 0,
-            _slot: slot,
-        })
-    }
-}
-
-/// EINVAL from an O_DIRECT write: the filesystem or device wants another
-/// alignment, or no direct writes at all, though it took the open.
-fn is_einval(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::EINVAL)
-}
-
-/// One of the [`DIRECT_BUFFERS`], given back on drop.
-struct DirectSlot;
-
-impl DirectSlot {
-    fn take() -> Option<DirectSlot> {
-        DIRECT_IN_USE
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < DIRECT_BUFFERS).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| DirectSlot)
-    }
-}
-
-impl Drop for DirectSlot {
-    fn drop(&mut self) {
-        DIRECT_IN_USE.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// A zeroed heap buffer aligned to [`DIRECT_ALIGN`].
-struct AlignedBuf {
-    ptr: std::ptr::NonNull<u8>,
-    layout: std::alloc::Layout,
-}
-
-// SAFETY: the buffer is plain bytes owned by this value alone.
-unsafe impl Send for AlignedBuf {}
-
-impl AlignedBuf {
-    fn new(len: usize) -> Option<AlignedBuf> {
-        let layout = std::alloc::Layout::from_size_align(len, DIRECT_ALIGN).ok()?;
-        // SAFETY: `layout` has a non-zero size.
-        let ptr = std::ptr::NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })?;
-        Some(AlignedBuf { ptr, layout })
-    }
-
-    fn bytes(&mut self) -> &mut [u8] {
-        // SAFETY: `ptr` points to `layout.size()` initialised bytes that
-        // only this value owns, borrowed mutably through `self`.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this very layout.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
-    }
-}
-
 /// A download in progress into its temporary file.
 pub struct Partial {
     /// Set for big files: see [`Direct`].
@@ -748,223 +649,6 @@ impl Partial {
     }
 }
 
-/// Commits ([`Partial::commit`]) on worker threads, so the fsyncs of one
-/// file overlap the network transfer of the next ones. What a worker returns
-/// is the same [`Landed`] proof; the caller still deletes nothing before it
-/// has one. Dropping the pool waits for commits under way.
-///
-/// A commit that panics (a bug) comes back as [`LandingError::Internal`]
-/// for its file, which stops the intersection with the remote copy kept. A
-/// worker that dies all the same (a panic outside the catch, say in
-/// dropping the panic's payload) sends nothing, so [`CommitPool::wait_done`]
-/// does not wait on the channel alone: see there.
-pub struct CommitPool {
-    jobs: Option<mpsc::Sender<(usize, Partial)>>,
-    done: mpsc::Receiver<(usize, Result<Landed, LandingError>)>,
-    workers: Vec<Worker>,
-    /// Results of commits done on the caller's thread (no worker available).
-    inline: Vec<(usize, Result<Landed, LandingError>)>,
-    /// Submitted and not yet collected, with each file's landing path (to
-    /// name it should its worker die).
-    pending: HashMap<usize, PathBuf>,
-    /// How often `wait_done` looks for dead workers; see there.
-    check_every: Duration,
-    /// The commit itself: [`Partial::commit`] but in tests.
-    commit: fn(Partial) -> Result<Landed, LandingError>,
-}
-
-struct Worker {
-    thread: thread::JoinHandle<()>,
-    /// The key of the commit it works on, [`IDLE`] between two.
-    busy: Arc<AtomicUsize>,
-}
-
-/// No key: keys are job numbers, far below.
-const IDLE: usize = usize::MAX;
-/// The longest `wait_done` waits before looking at the workers again.
-const DEATH_CHECK: Duration = Duration::from_millis(100);
-
-impl CommitPool {
-    /// `threads` workers (at least one). A worker that dies with a commit
-    /// pending is noticed by [`CommitPool::wait_done`] within `death_bound`
-    /// (and within 100 ms at most).
-    pub fn new(threads: usize, death_bound: Duration) -> CommitPool {
-        CommitPool::with_commit(threads, death_bound, Partial::commit)
-    }
-
-    fn with_commit(
-        threads: usize,
-        death_bound: Duration,
-        commit: fn(Partial) -> Result<Landed, LandingError>,
-    ) -> CommitPool {
-        let (jobs_tx, jobs_rx) = mpsc::channel::<(usize, Partial)>();
-        let (done_tx, done) = mpsc::channel();
-        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
-        let tag = crate::common::fault::Tag::current();
-        // The caller's span (the intersection's): what a commit thread logs
-        // carries the same INTERSECTION= as the rest of its records.
-        let span = tracing::Span::current();
-        let mut workers = Vec::new();
-        for _ in 0..threads.max(1) {
-            let (rx, tx, tag, span) = (jobs_rx.clone(), done_tx.clone(), tag.clone(), span.clone());
-            let busy = Arc::new(AtomicUsize::new(IDLE));
-            let mark = busy.clone();
-            let spawned = thread::Builder::new().name("commit".into()).spawn(move || {
-                tag.adopt();
-                let _entered = span.enter();
-                loop {
-                    // Marked busy before the queue is unlocked: from then on
-                    // the job is this worker's, and so is its death.
-                    let next = match rx.lock() {
-                        Ok(guard) => guard
-                            .recv()
-                            .inspect(|(key, _)| mark.store(*key, Ordering::SeqCst)),
-                        Err(_) => return,
-                    };
-                    let Ok((key, partial)) = next else { return };
-                    let path = partial.dir.join(&partial.name);
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        crate::common::fault::point("commit");
-                        commit(partial)
-                    }))
-                    .unwrap_or_else(|payload| {
-                        Err(LandingError::Internal {
-                            path,
-                            message: crate::error::panic_message(payload.as_ref()).to_string(),
-                        })
-                    });
-                    let sent = tx.send((key, result));
-                    mark.store(IDLE, Ordering::SeqCst);
-                    if sent.is_err() {
-                        return;
-                    }
-                }
-            });
-            if let Ok(thread) = spawned {
-                workers.push(Worker { thread, busy });
-            }
-        }
-        CommitPool {
-            jobs: Some(jobs_tx),
-            done,
-            workers,
-            inline: Vec::new(),
-            pending: HashMap::new(),
-            check_every: death_bound.clamp(Duration::from_millis(1), DEATH_CHECK),
-            commit,
-        }
-    }
-
-    /// Queues `partial` for commit; its result comes back with `key`.
-    pub fn submit(&mut self, key: usize, partial: Partial) {
-        self.pending.insert(key, partial.dir.join(&partial.name));
-        let Some(jobs) = self.jobs.as_ref().filter(|_| !self.workers.is_empty()) else {
-            // No worker could be started: commit here and now.
-            self.inline.push((key, (self.commit)(partial)));
-            return;
-        };
-        if let Err(mpsc::SendError((key, partial))) = jobs.send((key, partial)) {
-            self.inline.push((key, (self.commit)(partial)));
-        }
-    }
-
-    /// Commits submitted and not yet collected.
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
-    /// A finished commit, if there is one.
-    pub fn try_done(&mut self) -> Option<(usize, Result<Landed, LandingError>)> {
-        loop {
-            let r = match self.inline.pop() {
-                Some(r) => r,
-                None => self.done.try_recv().ok()?,
-            };
-            if let Some(r) = self.collect(r) {
-                return Some(r);
-            }
-        }
-    }
-
-    /// Waits for the next finished commit; `None` when none is pending.
-    ///
-    /// Not bounded by a timeout: a healthy commit of a big file to a slow
-    /// disk (the fsync of a GiB) may take longer than any `io_timeout`, and
-    /// failing it would stop a healthy intersection. What cannot finish is
-    /// a commit whose worker is dead, so that is what ends the wait: every
-    /// `check_every` (the death bound given to [`CommitPool::new`], at most
-    /// 100 ms) the workers are looked at, and a dead one that held a commit,
-    /// or all of them dead with commits still queued, turns into an
-    /// [`LandingError::Internal`] for that file. A commit that finishes
-    /// after all is then ignored (the intersection has stopped by then).
-    pub fn wait_done(&mut self) -> Option<(usize, Result<Landed, LandingError>)> {
-        loop {
-            if self.pending.is_empty() {
-                return None;
-            }
-            if let Some(r) = self.try_done() {
-                return Some(r);
-            }
-            let all_gone = match self.done.recv_timeout(self.check_every) {
-                Ok(r) => match self.collect(r) {
-                    Some(r) => return Some(r),
-                    None => continue,
-                },
-                Err(mpsc::RecvTimeoutError::Timeout) => false,
-                // No sender left: nothing will ever arrive.
-                Err(mpsc::RecvTimeoutError::Disconnected) => true,
-            };
-            if let Some(key) = self.lost(all_gone) {
-                // What a worker sent just before it died comes first.
-                if let Some(r) = self.try_done() {
-                    return Some(r);
-                }
-                let path = self.pending.get(&key).cloned().unwrap_or_default();
-                let err = LandingError::Internal {
-                    path,
-                    message: "its commit thread ended without a result".into(),
-                };
-                return self.collect((key, Err(err)));
-            }
-        }
-    }
-
-    /// A pending commit that no worker will finish, if there is one.
-    fn lost(&self, all_gone: bool) -> Option<usize> {
-        let dead = || self.workers.iter().filter(|w| w.thread.is_finished());
-        if let Some(key) = dead()
-            .map(|w| w.busy.load(Ordering::SeqCst))
-            .find(|k| self.pending.contains_key(k))
-        {
-            return Some(key);
-        }
-        let all_dead = all_gone || dead().count() == self.workers.len();
-        if all_dead {
-            // Queued behind them: nobody is left to take them.
-            return self.pending.keys().min().copied();
-        }
-        None
-    }
-
-    /// Takes a result off the pending list; `None` for one already given
-    /// up on in [`CommitPool::wait_done`].
-    fn collect(
-        &mut self,
-        (key, result): (usize, Result<Landed, LandingError>),
-    ) -> Option<(usize, Result<Landed, LandingError>)> {
-        self.pending.remove(&key).map(|_| (key, result))
-    }
-}
-
-impl Drop for CommitPool {
-    fn drop(&mut self) {
-        drop(self.jobs.take());
-        for w in self.workers.drain(..) {
-            let _ = w.thread.join();
-        }
-    }
-}
-
 /// `name`, then `stem.conflict-1.ext`, `stem.conflict-2.ext`, …
 pub fn conflict_name(name: &OsStr, n: u32) -> OsString {
     if n == 0 {
@@ -1022,125 +706,13 @@ fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
     }
 }
 
-/// Big files (from where they resume) are hashed on a thread of their own:
-/// on the engine's thread, which also decrypts, hashing a GiB would add its
-/// half second to the transfer instead of running beside it.
-const HASH_THREAD_MIN: u64 = 4 << 20;
-/// Buffers waiting for a hash thread at most (about 1 MiB): past that the
-/// writer waits, so a slow hash cannot grow memory (64 big files at once
-/// hold 64 MiB at the very worst, and the reads in flight are far fewer).
-const HASH_QUEUE: usize = 4;
-
-/// A partial's SHA-256, in the writer's thread or on one of its own.
-enum Hashing {
-    Inline(Sha256),
-    Thread {
-        tx: Option<mpsc::SyncSender<Vec<u8>>>,
-        handle: Option<thread::JoinHandle<Sha256>>,
-    },
-}
-
-impl Hashing {
-    /// Continues `prefix` (what a resumed partial holds), on a thread if
-    /// `rest` bytes are still to come and a thread can be had.
-    fn start(prefix: Sha256, rest: u64) -> Hashing {
-        if rest < HASH_THREAD_MIN {
-            return Hashing::Inline(prefix);
-        }
-        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE);
-        let mut hasher = prefix.clone();
-        let spawned = thread::Builder::new().name("hash".into()).spawn(move || {
-            for buf in rx {
-                hasher.update(&buf);
-            }
-            hasher
-        });
-        match spawned {
-            Ok(handle) => Hashing::Thread {
-                tx: Some(tx),
-                handle: Some(handle),
-            },
-            Err(_) => Hashing::Inline(prefix),
-        }
-    }
-
-    fn update(&mut self, buf: Vec<u8>) {
-        match self {
-            Hashing::Inline(h) => h.update(&buf),
-            Hashing::Thread { tx, .. } => {
-                // A hash thread that is gone (it cannot panic on bytes)
-                // leaves the digest to `digest`, which then fails safe.
-                if let Some(t) = tx
-                    && t.send(buf).is_err()
-                {
-                    *tx = None;
-                }
-            }
-        }
-    }
-
-    /// The digest so far; a thread is joined and its hasher taken back.
-    fn digest(&mut self) -> [u8; 32] {
-        if let Hashing::Thread { tx, handle } = self {
-            drop(tx.take());
-            let joined = handle.take().map(thread::JoinHandle::join);
-            *self = match joined {
-                Some(Ok(h)) => Hashing::Inline(h),
-                // Never expected; a digest of nothing matches no remote hash
-                // of a non-empty file, and the ledger records what was
-                // computed: a wrong hash never lets a remote file go unseen.
-                _ => Hashing::Inline(Sha256::new_with_prefix(b"hash thread lost")),
-            };
-        }
-        match self {
-            Hashing::Inline(h) => h.clone().finalize().into(),
-            Hashing::Thread { .. } => [0; 32],
-        }
-    }
-}
-
-/// Feeds the first `len` bytes of `file` (read from its current offset)
-/// to `hasher`; returns how many there were.
-fn hash_prefix(file: &mut File, len: u64, hasher: &mut Sha256) -> io::Result<u64> {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut done = 0u64;
-    while done < len {
-        let want = usize::try_from(len - done)
-            .unwrap_or(buf.len())
-            .min(buf.len());
-        let n = read_full(file, &mut buf[..want])?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        done += n as u64;
-    }
-    Ok(done)
-}
-
-/// SHA-256 of a whole file, read in 1 MiB blocks.
-///
-/// # Errors
-/// Opening or reading `path` failed.
-pub fn sha256_file(path: &Path) -> io::Result<([u8; 32], u64)> {
-    let mut f = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let n = hash_prefix(&mut f, u64::MAX, &mut hasher)?;
-    Ok((hasher.finalize().into(), n))
-}
-
-/// Lower-case hex, as `sha256sum` prints a digest.
-pub fn hex_digest(digest: &[u8; 32]) -> String {
-    hex(digest)
-}
-
 /// The crash campaign's byte flip: with `V2X_FAULT_FLIP_BYTE=<remote path
 /// suffix>`, the first byte handed to the partial of the first remote file
 /// whose path ends so is flipped before it is hashed and written, as a bug
 /// in our reads or buffers would. Once per process.
 #[cfg(feature = "fault-injection")]
 fn flip_for_test(remote: &[u8], offset: u64, buf: &[u8]) -> Option<Vec<u8>> {
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering};
     static DONE: AtomicBool = AtomicBool::new(false);
     let want = std::env::var("V2X_FAULT_FLIP_BYTE").ok()?;
     if offset != 0 || buf.is_empty() || !remote.ends_with(want.as_bytes()) {
@@ -1216,6 +788,9 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
+    use std::sync::mpsc;
+    use std::thread;
 
     fn os(s: &str) -> &OsStr {
         OsStr::new(s)
